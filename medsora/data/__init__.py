@@ -1,0 +1,1 @@
+"""Video data: the reader/writer, the dataset index, clips, synthetic endoscopy videos."""

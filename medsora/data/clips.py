@@ -1,0 +1,123 @@
+"""The training dataset: clips of F+1 frames (every `stride`-th frame) plus joint-training images.
+
+    ds = ClipDataset(root, cfg.data, seed=0)
+    item = ds[i]   # {"video": (F+1, 3, S, S) float in [-1, 1], "images": (N, 3, S, S), "flip": bool, ...}
+
+Clips are the non-overlapping windows of each usable source (fixed, so a latent cache can store each
+one); joint-training images are single frames drawn from *other* sources. Randomness (flip, images)
+comes from a generator seeded by (seed, epoch, index): the same seed gives the same data, and
+`set_epoch` changes it between epochs. A file that fails to decode is logged once and another clip is
+taken; one bad file never stops an epoch.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..config import DataConfig
+from .index import Entry, build_index, clip_starts
+from .video import VideoError, read_frames
+
+log = logging.getLogger(__name__)
+
+
+def to_tensor(frames: np.ndarray, size: int) -> torch.Tensor:
+    """uint8 (n, H, W, 3) -> float (n, 3, size, size) in [-1, 1]: centre square crop, then resize.
+
+    Cropping the centre square of the short side and resizing it equals "resize the short side to
+    `size`, then centre-crop", and resizes fewer pixels.
+    """
+    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)  # n h w c -> n c h w
+    h, w = x.shape[-2:]
+    s = min(h, w)
+    top, left = (h - s) // 2, (w - s) // 2
+    x = x[..., top:top + s, left:left + s].float()
+    if s != size:
+        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=s > size, align_corners=False)
+    return (x / 127.5 - 1.0).clamp_(-1.0, 1.0)
+
+
+class ClipDataset(torch.utils.data.Dataset):
+    def __init__(self, root: str | Path, cfg: DataConfig, seed: int = 0, entries: list[Entry] | None = None,
+                 progress: bool = True):
+        self.root = Path(root)
+        self.cfg = cfg
+        self.seed = seed
+        self.epoch = 0
+        entries = entries if entries is not None else build_index(self.root, cfg.index_dir, progress=progress)
+        self.sources = [e for e in entries if e.ok]
+        # (source id, start frame) of every clip
+        self.clips = [(i, s) for i, e in enumerate(self.sources) for s in clip_starts(e, cfg.num_frames, cfg.frame_stride)]
+        if not self.clips:
+            bad = [e for e in entries if not e.ok]
+            raise ValueError(
+                f"no usable clip in {self.root}: {len(entries)} sources found, {len(bad)} unusable; a clip needs "
+                f"{cfg.num_frames * cfg.frame_stride + 1} frames (data.num_frames={cfg.num_frames}, "
+                f"data.frame_stride={cfg.frame_stride}). Run `medsora data check {self.root}` for the reasons."
+            )
+        if cfg.num_images and len(self.sources) < 2:
+            log.warning("joint training draws images from other videos but %s holds only one; images will come "
+                        "from the same video", self.root)
+        self._bad: set[int] = set()
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def rng(self, index: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, self.epoch, index])
+
+    def frame_indices(self, start: int) -> list[int]:
+        return [start + k * self.cfg.frame_stride for k in range(self.cfg.num_frames + 1)]
+
+    def load_clip(self, index: int, flip: bool | None = None) -> dict:
+        """Clip `index` without the fallback; raises VideoError on a bad file."""
+        src, start = self.clips[index]
+        rng = self.rng(index)
+        if flip is None:
+            flip = bool(self.cfg.hflip and rng.random() < 0.5)
+        video = to_tensor(read_frames(self.root / self.sources[src].path, self.frame_indices(start)), self.cfg.size)
+        images = self._images(src, rng)
+        if flip:
+            video, images = video.flip(-1), images.flip(-1)
+        return {"video": video, "images": images, "flip": flip, "source": src, "start": start, "index": index}
+
+    def _images(self, src: int, rng: np.random.Generator) -> torch.Tensor:
+        n = self.cfg.num_images
+        if n == 0:
+            return torch.empty(0, 3, self.cfg.size, self.cfg.size)
+        out = []
+        while len(out) < n:
+            others = [i for i in range(len(self.sources)) if i != src and i not in self._bad] or [src]
+            j = others[int(rng.integers(0, len(others)))]
+            frame = int(rng.integers(0, self.sources[j].num_frames))
+            try:
+                out.append(to_tensor(read_frames(self.root / self.sources[j].path, [frame]), self.cfg.size))
+            except VideoError as e:
+                if j == src:
+                    raise
+                self._mark_bad(j, e)
+        return torch.cat(out)
+
+    def _mark_bad(self, src: int, err: Exception) -> None:
+        self._bad.add(src)
+        log.warning("skipping %s: %s (another clip is taken)", self.sources[src].path, err)
+
+    def __getitem__(self, index: int) -> dict:
+        for attempt in range(len(self.clips)):
+            i = (index + attempt) % len(self.clips)
+            if self.clips[i][0] in self._bad:
+                continue
+            try:
+                item = self.load_clip(i)
+                item["index"] = index
+                return item
+            except VideoError as e:
+                self._mark_bad(self.clips[i][0], e)
+        raise RuntimeError(f"every clip of {self.root} failed to decode; run `medsora data check {self.root}`")

@@ -1,0 +1,1 @@
+"""Optical flow, flow images, DINO features and the representation-alignment loss."""

@@ -1,0 +1,1 @@
+"""Video and image generation metrics: FVD, CD-FVD, FID, IS, frame consistency."""

@@ -1,0 +1,1 @@
+"""Networks: Mamba-2, spiral scans, the MedSora backbone, the benchmark baseline."""

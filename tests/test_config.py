@@ -1,0 +1,64 @@
+import pytest
+
+from medsora.config import ConfigError, from_dict, latent_frames, load_config, preset, to_dict, to_yaml
+
+
+def test_presets_match_table1():
+    for name, depth, layers in [("S", 6, [0, 2, 4, 6, 8, 10]), ("B", 12, list(range(12))),
+                                ("L", 24, [i // 2 for i in range(24)])]:
+        cfg = load_config(name)
+        assert cfg.model.depth == depth and list(cfg.model.align_layers) == layers
+        assert (cfg.model.hidden_size, cfg.model.patch_size, cfg.model.d_state, cfg.model.headdim) == (512, 2, 128, 64)
+        assert (cfg.data.num_frames, cfg.data.frame_stride, cfg.data.size, cfg.data.num_images) == (16, 3, 128, 8)
+        assert cfg.model.input_size == (16, 16)
+        assert (cfg.train.warm_lr, cfg.train.warm_batch_size, cfg.train.lr, cfg.train.batch_size) == (1e-3, 16, 1e-4, 2)
+        assert cfg.train.align_weight == 0.01 and cfg.train.ema_decay == 0.9999
+
+
+def test_yaml_and_overrides(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("preset: S\ntrain:\n  lr: 2.0e-4\ndata:\n  root: /data/x\n  size: 256\n")
+    cfg = load_config("B", f, ["train.lr=5e-5", "model.align_layers=[1,1,2,2,3,3]", "data.hflip=false"])
+    assert cfg.preset == "S" and cfg.model.depth == 6
+    assert cfg.train.lr == 5e-5 and cfg.data.root == "/data/x" and cfg.data.hflip is False
+    assert cfg.model.align_layers == (1, 1, 2, 2, 3, 3)
+    assert cfg.model.input_size == (32, 32)  # follows data.size
+
+
+def test_round_trip():
+    cfg = load_config("tiny", overrides=["train.seed=7"])
+    assert from_dict(to_dict(cfg)) == cfg
+    assert "seed: 7" in to_yaml(cfg)
+
+
+@pytest.mark.parametrize("override, field", [
+    ("train.lr=-1", "train.lr"),
+    ("train.lrr=1", "train.lrr"),
+    ("data.num_frames=15", "data.num_frames"),
+    ("data.size=100", "data.size"),
+    ("data.num_images=3", "data.num_images"),
+    ("model.align_layers=[1,2]", "model.align_layers"),
+    ("model.input_size=[15,16]", "model.input_size"),
+    ("diffusion.sampler=euler", "diffusion.sampler"),
+    ("train.ema_decay=1.5", "train.ema_decay"),
+    ("train.batch_size=two", "train.batch_size"),
+    ("nosection.x=1", "nosection.x"),
+])
+def test_bad_values_name_the_field(override, field):
+    with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
+        load_config("B", overrides=[override])
+
+
+def test_bad_files(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config("B", tmp_path / "missing.yaml")
+    (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config("B", tmp_path / "list.yaml")
+    with pytest.raises(ConfigError, match="unknown preset"):
+        load_config("XL")
+
+
+def test_latent_frames():
+    assert [latent_frames(n) for n in (16, 17, 8, 1, 4, 5)] == [4, 5, 2, 1, 1, 2]
+    assert preset("tiny").model.in_channels == 4
