@@ -82,11 +82,15 @@ class ClipDataset(torch.utils.data.Dataset):
         rng = self.rng(index)
         if flip is None:
             flip = bool(self.cfg.hflip and rng.random() < 0.5)
-        video = to_tensor(read_frames(self.root / self.sources[src].path, self.frame_indices(start)), self.cfg.size)
+        video = self._read(src, self.frame_indices(start))
         images = self._images(src, rng)
         if flip:
             video, images = video.flip(-1), images.flip(-1)
         return {"video": video, "images": images, "flip": flip, "source": src, "start": start, "index": index}
+
+    def _read(self, src: int, frames: list[int]) -> torch.Tensor:
+        """(n, 3, size, size) in [-1, 1]; frames are downscaled while decoding."""
+        return to_tensor(read_frames(self.root / self.sources[src].path, frames, self.cfg.size), self.cfg.size)
 
     def _images(self, src: int, rng: np.random.Generator) -> torch.Tensor:
         n = self.cfg.num_images
@@ -98,7 +102,7 @@ class ClipDataset(torch.utils.data.Dataset):
             j = others[int(rng.integers(0, len(others)))]
             frame = int(rng.integers(0, self.sources[j].num_frames))
             try:
-                out.append(to_tensor(read_frames(self.root / self.sources[j].path, [frame]), self.cfg.size))
+                out.append(self._read(j, [frame]))
             except VideoError as e:
                 if j == src:
                     raise

@@ -162,18 +162,29 @@ def _count_decodable(path: Path) -> int:
 # ----------------------------------------------------------------------------------------------
 # reading
 
-def read_frames(path: str | Path, indices) -> np.ndarray:
-    """Frames `indices` (sorted or not, repeats allowed) as uint8 (n, H, W, 3)."""
+def read_frames(path: str | Path, indices, short_side: int | None = None) -> np.ndarray:
+    """Frames `indices` (sorted or not, repeats allowed) as uint8 (n, H, W, 3).
+
+    With `short_side`, frames are downscaled while decoding so that their short side is `short_side`
+    (aspect kept; area filter): converting a 768x576 frame to RGB at 128 px is ~20x less work.
+    """
     path = Path(path)
     indices = [int(i) for i in indices]
     if not indices:
         raise ValueError("no frame indices given")
     if path.is_dir():
-        return _read_folder(path, indices)
-    return _read_video(path, indices)
+        return _read_folder(path, indices, short_side)
+    return _read_video(path, indices, short_side)
 
 
-def _read_folder(folder: Path, indices: list[int]) -> np.ndarray:
+def _scaled(w: int, h: int, short_side: int | None) -> tuple[int, int]:
+    if not short_side or min(w, h) <= short_side:
+        return w, h
+    k = short_side / min(w, h)
+    return max(short_side, round(w * k)), max(short_side, round(h * k))
+
+
+def _read_folder(folder: Path, indices: list[int], short_side: int | None = None) -> np.ndarray:
     from PIL import Image
 
     files = list_frame_images(folder)
@@ -183,13 +194,17 @@ def _read_folder(folder: Path, indices: list[int]) -> np.ndarray:
             raise VideoError(f"frame {i} out of range (folder has {len(files)} frames)")
         try:
             with Image.open(files[i]) as im:
+                size = _scaled(*im.size, short_side)
+                if size != im.size:
+                    im.draft("RGB", size)  # JPEG: decode at a reduced scale directly
+                    im = im.convert("RGB").resize(size, Image.BILINEAR, reducing_gap=2.0)
                 out.append(np.asarray(im.convert("RGB")))
         except Exception as e:  # noqa: BLE001
             raise VideoError(f"frame {files[i].name} is not a readable image ({type(e).__name__})") from None
     return np.stack(out)
 
 
-def _read_video(path: Path, indices: list[int]) -> np.ndarray:
+def _read_video(path: Path, indices: list[int], short_side: int | None = None) -> np.ndarray:
     """Seek to the key frame before the first wanted frame, decode forward to the last one."""
     want = sorted(set(indices))
     wanted = set(want)
@@ -200,6 +215,7 @@ def _read_video(path: Path, indices: list[int]) -> np.ndarray:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         fps = _stream_fps(stream)
+        out_w, out_h = _scaled(stream.codec_context.width, stream.codec_context.height, short_side)
         if lo > 0 and fps:
             # seek a little before the frame: pts of frame lo minus one frame, in stream time base
             t = max(lo - 1, 0) / fps
@@ -214,6 +230,8 @@ def _read_video(path: Path, indices: list[int]) -> np.ndarray:
             if idx > hi:
                 break
             if idx in wanted and idx not in got:
+                if (out_w, out_h) != (frame.width, frame.height):
+                    frame = frame.reformat(width=out_w, height=out_h, format="rgb24", interpolation="AREA")
                 got[idx] = frame.to_ndarray(format="rgb24")
     except VideoError:
         raise
