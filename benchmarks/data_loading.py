@@ -23,7 +23,7 @@ from medsora.data.video import write_video
 
 def make_corpus(root: Path, videos: int, frames: int) -> None:
     for i in range(videos):
-        v = make_video(seed=i, frames=frames, size=768)[:, 96:672, :, :]  # 768x768 -> 576 rows x 768 cols
+        v = make_video(seed=i, frames=frames, size=(576, 768))
         write_video(root / f"colon_{i:02d}.mp4", np.ascontiguousarray(v), fps=30)
 
 
