@@ -92,11 +92,36 @@ class TrainConfig:
     grad_clip_from_epoch: int = 25
     align_weight: float = 0.01       # alpha of L_align (the authors' code uses 0.1)
     align_margin: float = 0.01
+    align: bool = True               # optical-flow representation alignment (needs `medsora cache --flow`)
+    joint_images: bool = True        # append the cached joint-training image latents to each clip
     seed: int = 0
     out_dir: str = "runs/medsora"
     log_every: int = 10
     ckpt_every: int = 1000
     max_steps: int = 0               # 0 = run all epochs
+    holdout_clips: int = 0           # clips of the cache kept out of training for the held-out denoising loss
+    eval_every: int = 500            # steps between held-out evaluations (EMA weights)
+    keep_checkpoints: int = 3
+
+
+@dataclass
+class VAEConfig:
+    """The 3D causal VAE: a CogVideoX `vae` folder (or hub id), or "tiny" (trained from scratch)."""
+
+    path: str = ""                   # folder with config.json + weights; "" = must be given
+    compensation: str = ""           # frequency-compensation weights (safetensors), optional
+    tiling: bool = False             # tile large frames (slower, less memory)
+
+
+@dataclass
+class FlowConfig:
+    """Optical flow -> flow images -> DINO features (the alignment targets), computed by `medsora cache --flow`."""
+
+    method: str = "raft"             # raft | farneback (no weights needed)
+    raft_weights: str = ""           # torchvision raft_large .pth; "" = torchvision cache / hub
+    dino_weights: str = ""           # DINO ViT-S/8 weights file
+    colour: str = "hsv"              # hsv (paper Eq. 13) | middlebury (the authors' code)
+    variant: str = "channel"         # channel (Eq. 14) | token (the authors' code)
 
 
 @dataclass
@@ -106,6 +131,8 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    vae: VAEConfig = field(default_factory=VAEConfig)
+    flow: FlowConfig = field(default_factory=FlowConfig)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -307,11 +334,17 @@ def validate(cfg: Config) -> Config:
                "a positive learning rate, e.g. 1e-4")
     for name in ("batch_size", "warm_batch_size", "epochs", "log_every", "ckpt_every"):
         _check(getattr(t, name) >= 1, f"train.{name}", getattr(t, name), "an integer >= 1")
-    for name in ("warm_epochs", "grad_clip_from_epoch", "max_steps"):
+    for name in ("eval_every", "keep_checkpoints"):
+        _check(getattr(t, name) >= 1, f"train.{name}", getattr(t, name), "an integer >= 1")
+    for name in ("warm_epochs", "grad_clip_from_epoch", "max_steps", "holdout_clips"):
         _check(getattr(t, name) >= 0, f"train.{name}", getattr(t, name), "an integer >= 0")
     _check(0.0 <= t.ema_decay < 1.0, "train.ema_decay", t.ema_decay, "a number in [0, 1), e.g. 0.9999")
     for name in ("grad_clip", "align_weight", "align_margin", "weight_decay"):
         _check(getattr(t, name) >= 0, f"train.{name}", getattr(t, name), "a number >= 0")
+    f = cfg.flow
+    _check(f.method in ("raft", "farneback"), "flow.method", f.method, "raft or farneback")
+    _check(f.colour in ("hsv", "middlebury"), "flow.colour", f.colour, "hsv or middlebury")
+    _check(f.variant in ("channel", "token"), "flow.variant", f.variant, "channel or token")
     return cfg
 
 

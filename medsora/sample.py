@@ -1,0 +1,88 @@
+"""`medsora sample`: videos from a checkpoint's EMA weights (DDIM or DDPM), decoded by the VAE.
+
+Writes `sample_000.mp4` + `sample_000.gif` (and PNG frames on request) and `latents.safetensors`
+(the sampled latents, for statistics) into the output folder.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+from tqdm.auto import tqdm
+
+from .checkpoint import latest_checkpoint, load_weights, verify
+from .config import from_dict, latent_frames
+from .data.video import write_frames, write_gif, write_video
+from .diffusion import ddim_sample, ddpm_sample
+from .models.medsora import build_model
+from .train import make_diffusion
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint folder, or a run folder (its newest complete checkpoint)."""
+    path = Path(path)
+    if (path / "meta.json").exists():
+        return path
+    ckpt = latest_checkpoint(path)
+    if ckpt is None:
+        raise FileNotFoundError(f"{path} is neither a checkpoint folder (with meta.json) nor a run folder with "
+                                "a complete checkpoint under checkpoints/")
+    return ckpt
+
+
+def to_uint8(video: torch.Tensor) -> np.ndarray:
+    """(T, 3, H, W) in [-1, 1] -> uint8 (T, H, W, 3)."""
+    return ((video.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+
+
+@torch.no_grad()
+def sample(checkpoint: str | Path, vae, out_dir: str | Path, num: int = 8, batch_size: int = 4,
+           sampler: str | None = None, steps: int | None = None, seed: int = 0, png: bool = False,
+           fps: float = 8.0, device: str | None = None, progress: bool = True) -> list[Path]:
+    ckpt = resolve_checkpoint(checkpoint)
+    cfg = from_dict(verify(ckpt)["config"])
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model = build_model(cfg.model)
+    load_weights(ckpt / "ema.safetensors", model, "EMA model")
+    model.to(device).eval()
+    if vae.latent_channels != cfg.model.in_channels:
+        raise ValueError(f"the VAE has {vae.latent_channels} latent channels, the checkpoint {ckpt} was trained on "
+                         f"{cfg.model.in_channels}; use the VAE the latent cache was built with")
+    diffusion = make_diffusion(cfg)
+    sampler = sampler or cfg.diffusion.sampler
+    steps = steps or cfg.diffusion.sample_steps
+    fv = latent_frames(cfg.data.num_frames)
+    shape = (fv, cfg.model.in_channels, *cfg.model.input_size)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    def model_fn(x, t):
+        return model(x, t, num_video_frames=fv)
+
+    paths, latents = [], []
+    for b, start in enumerate(tqdm(range(0, num, batch_size), desc="sampling", unit="batch", disable=not progress)):
+        n = min(batch_size, num - start)
+        g = torch.Generator().manual_seed(seed * 1_000_003 + b)
+        noise = torch.randn((n, *shape), generator=g)
+        if sampler == "ddim":
+            z = ddim_sample(diffusion, model_fn, noise.shape, steps=steps, eta=cfg.diffusion.eta, noise=noise,
+                            device=device, progress=False)
+        elif sampler == "ddpm":
+            z = ddpm_sample(diffusion, model_fn, noise.shape, steps=steps, noise=noise, generator=g,
+                            device=device, progress=False)
+        else:
+            raise ValueError(f"sampler must be ddim or ddpm, got {sampler!r}")
+        latents.append(z.cpu())
+        videos = vae.decode(z.to(vae.device, vae.dtype)).float().cpu()     # (n, T, 3, H, W)
+        for k, v in enumerate(videos):
+            frames = to_uint8(v)
+            name = f"sample_{start + k:03d}"
+            paths.append(write_video(out_dir / f"{name}.mp4", frames, fps=fps))
+            write_gif(out_dir / f"{name}.gif", frames, fps=fps)
+            if png:
+                write_frames(out_dir / name, frames)
+    save_file({"latents": torch.cat(latents).contiguous()}, str(out_dir / "latents.safetensors"),
+              metadata={"checkpoint": str(ckpt), "sampler": sampler, "steps": str(steps), "seed": str(seed)})
+    return paths

@@ -1,0 +1,242 @@
+"""`medsora train`: latent diffusion training of the MedSora backbone from a latent cache.
+
+One step: x0 = [video latents ; joint-image latents] (B, f_v + f_i, C, h, w) -> diffusion loss (MSE + VB)
++ align_weight * L_align(block features of the video frames, cached flow targets). AdamW with the paper's
+phases (warm_lr / warm_batch_size for `warm_epochs`, then lr / batch_size), EMA, gradient clipping from a
+given epoch, NaN/inf steps skipped and counted, JSONL metrics, atomic safetensors checkpoints.
+
+Determinism: the order of clips in epoch e comes from a generator seeded (seed, e); the noise, timesteps
+and dropout of step s from (seed, s). A resumed run therefore continues exactly where it stopped.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import time
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from .cache import LatentDataset
+from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from .config import Config, to_dict, to_yaml
+from .diffusion import GaussianDiffusion
+from .models.medsora import build_model
+
+log = logging.getLogger(__name__)
+EVAL_T = (100, 300, 500, 700, 900)  # fixed timesteps of the held-out denoising loss
+
+
+class TrainError(RuntimeError):
+    pass
+
+
+def make_diffusion(cfg: Config) -> GaussianDiffusion:
+    d = cfg.diffusion
+    return GaussianDiffusion(d.num_timesteps, d.beta_start, d.beta_end, learn_sigma=d.learn_sigma, channel_dim=2)
+
+
+def phase(cfg: Config, epoch: int) -> tuple[float, int]:
+    """(lr, batch size) of an epoch: the paper's warm phase, then the main phase."""
+    t = cfg.train
+    return (t.warm_lr, t.warm_batch_size) if epoch < t.warm_epochs else (t.lr, t.batch_size)
+
+
+def epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+    g = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    return [b.tolist() for b in torch.randperm(n, generator=g).split(batch_size)]
+
+
+@torch.no_grad()
+def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    for e, p in zip(ema.parameters(), model.parameters()):
+        e.lerp_(p.detach(), 1.0 - decay)
+    for e, b in zip(ema.buffers(), model.buffers()):
+        e.copy_(b)
+
+
+def _batch(ds: LatentDataset, ids: list[int], device) -> dict[str, torch.Tensor]:
+    items = [ds[i] for i in ids]
+    out = {k: torch.stack([it[k] for it in items]).to(device) for k in ("video", "images")}
+    if "flow" in items[0]:
+        out["flow"] = torch.stack([it["flow"] for it in items]).to(device)
+    return out
+
+
+def check_compatible(cfg: Config, ds: LatentDataset) -> None:
+    """The cache's latents must fit the model; alignment needs the cached targets of every aligned layer."""
+    v = ds[0]["video"]
+    m = cfg.model
+    if v.shape[1] != m.in_channels or tuple(v.shape[2:]) != tuple(m.input_size):
+        raise TrainError(
+            f"the cache {ds.cache_dir} holds latents of {v.shape[1]} channels at {tuple(v.shape[2:])}, the model expects "
+            f"model.in_channels={m.in_channels} at model.input_size={tuple(m.input_size)}; set those fields to the cache's "
+            f"values or build a cache with the matching VAE and data.size")
+    if cfg.train.align and m.align_layers and cfg.train.align_weight > 0:
+        missing = sorted(set(m.align_layers) - set(ds.layers))
+        if missing:
+            raise TrainError(f"alignment is on but the cache {ds.cache_dir} has no flow targets for DINO layers "
+                             f"{missing}; run `medsora cache --flow` or set train.align=false")
+
+
+def denoising_loss(model, diffusion: GaussianDiffusion, ds: LatentDataset, num_video_frames: int, device,
+                   seed: int = 1234, batch_size: int = 8) -> float:
+    """Mean eps-MSE of `model` on every clip of `ds` at the fixed timesteps EVAL_T with fixed noise."""
+    model.eval()
+    total, n = 0.0, 0
+    with torch.no_grad():
+        for start in range(0, len(ds), batch_size):
+            ids = list(range(start, min(start + batch_size, len(ds))))
+            x0 = torch.stack([ds.get(i, 0)["video"] for i in ids]).to(device)
+            for t_val in EVAL_T:
+                g = torch.Generator().manual_seed(seed + t_val)
+                noise = torch.randn(x0.shape, generator=g).to(device)
+                t = torch.full((len(ids),), t_val, device=device, dtype=torch.long)
+                out = model(diffusion.q_sample(x0, t, noise), t, num_video_frames=num_video_frames)
+                eps = out.chunk(2, dim=2)[0] if out.shape[2] != x0.shape[2] else out
+                total += (eps - noise).pow(2).mean(dim=(1, 2, 3, 4)).sum().item()
+                n += len(ids)
+    return total / max(n, 1)
+
+
+def train(cfg: Config, cache_dir: str | Path, run_dir: str | Path | None = None, resume: str | None = None,
+          progress: bool = True, device: str | None = None) -> dict:
+    """Train from a latent cache into `run_dir` (default cfg.train.out_dir); returns a summary dict."""
+    t = cfg.train
+    run_dir = Path(run_dir or t.out_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    torch.manual_seed(t.seed)
+
+    full = LatentDataset(cache_dir, seed=t.seed, hflip=cfg.data.hflip)
+    n_all = len(full)
+    if t.holdout_clips >= n_all:
+        raise TrainError(f"train.holdout_clips={t.holdout_clips} leaves no training clip (the cache has {n_all})")
+    n_train = n_all - t.holdout_clips
+    ds = LatentDataset(cache_dir, seed=t.seed, clips=list(range(n_train)), hflip=cfg.data.hflip)
+    held = LatentDataset(cache_dir, clips=list(range(n_train, n_all)), hflip=False) if t.holdout_clips else None
+    check_compatible(cfg, ds)
+    align = bool(t.align and cfg.model.align_layers and t.align_weight > 0)
+    joint = bool(t.joint_images and cfg.data.num_images)
+    layer_slot = {layer: k for k, layer in enumerate(ds.layers)}
+    aligned_blocks = [(i, layer_slot[layer]) for i, layer in enumerate(cfg.model.align_layers)] if align else []
+
+    model = build_model(cfg.model).to(device)
+    ema = copy.deepcopy(model).requires_grad_(False).eval()
+    diffusion = make_diffusion(cfg)
+    opt = torch.optim.AdamW(model.parameters(), lr=phase(cfg, 0)[0], weight_decay=t.weight_decay)
+    step, epoch, batch_in_epoch, skipped = 0, 0, 0, 0
+
+    ckpt = latest_checkpoint(run_dir) if resume == "auto" else (Path(resume) if resume else None)
+    if resume and resume != "auto" and not (ckpt / "meta.json").exists():
+        raise TrainError(f"--resume {resume}: no checkpoint there (expected a folder with meta.json)")
+    if ckpt is not None:
+        meta = load_checkpoint(ckpt, model, ema, opt)
+        if meta["config"]["model"] != to_dict(cfg)["model"]:
+            diff = {k: (v, to_dict(cfg)["model"][k]) for k, v in meta["config"]["model"].items()
+                    if to_dict(cfg)["model"].get(k) != v}
+            raise TrainError(f"checkpoint {ckpt} was trained with another model config (checkpoint vs now: {diff}); "
+                             "resume with the same preset/overrides or start a new run_dir")
+        step, epoch = meta["step"], meta["epoch"]
+        batch_in_epoch, skipped = meta["extra"]["batch_in_epoch"], meta["extra"]["skipped"]
+        log.info("resumed from %s (step %d, epoch %d)", ckpt, step, epoch)
+    (run_dir / "config.yaml").write_text(to_yaml(cfg))
+    metrics_file = open(run_dir / "metrics.jsonl", "a")
+
+    def log_row(row: dict) -> None:
+        metrics_file.write(json.dumps(row) + "\n")
+        metrics_file.flush()
+
+    fv = ds[0]["video"].shape[0]
+    if held is not None and step == 0:
+        log_row({"step": 0, "eval_mse": denoising_loss(ema, diffusion, held, fv, device)})
+    total_steps = sum(math.ceil(n_train / phase(cfg, e)[1]) for e in range(t.epochs))
+    if t.max_steps:
+        total_steps = min(total_steps, t.max_steps)
+    bar = tqdm(total=total_steps, initial=step, desc="train", unit="step", disable=not progress)
+    started, last = time.perf_counter(), None
+    steps_this_run = 0
+
+    def checkpoint() -> None:
+        save_checkpoint(run_dir, step, model, ema, opt, to_dict(cfg), epoch=epoch, keep=t.keep_checkpoints,
+                        extra={"batch_in_epoch": batch_in_epoch, "skipped": skipped,
+                               "cache": str(Path(cache_dir).resolve()), "vae": full.manifest["vae"]})
+
+    while epoch < t.epochs and step < total_steps:
+        lr, bs = phase(cfg, epoch)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        ds.set_epoch(epoch)
+        batches = epoch_batches(n_train, bs, t.seed, epoch)
+        clip = t.grad_clip if (epoch >= t.grad_clip_from_epoch and t.grad_clip > 0) else math.inf
+        while batch_in_epoch < len(batches) and step < total_steps:
+            model.train()
+            batch = _batch(ds, batches[batch_in_epoch], device)
+            x0 = torch.cat([batch["video"], batch["images"]], dim=1) if joint else batch["video"]
+            g = torch.Generator().manual_seed(t.seed * 1_000_003 + step)
+            tt = torch.randint(0, diffusion.num_timesteps, (x0.shape[0],), generator=g).to(device)
+            noise = torch.randn(x0.shape, generator=g).to(device)
+            torch.manual_seed(t.seed * 7_919 + step)  # dropout of this step
+
+            def model_fn(x_t, ts):
+                return model(x_t, ts, num_video_frames=fv, return_features=align)
+
+            losses = diffusion.training_losses(model_fn, x0, tt, noise=noise)
+            loss = losses["loss"].mean()
+            l_align = torch.zeros((), device=device)
+            if align:
+                feats = losses["extra"]                        # one (B, f_v, l, d) per block
+                l_align = alignment_loss_of(feats, batch["flow"], aligned_blocks, tt, cfg)
+                loss = loss + t.align_weight * l_align
+            opt.zero_grad(set_to_none=True)
+            grad_norm = None
+            if not torch.isfinite(loss):
+                skipped += 1
+                log.warning("step %d: loss is %s; step skipped (%d so far)", step, loss.item(), skipped)
+            else:
+                loss.backward()
+                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip).item()
+                if math.isfinite(grad_norm):
+                    opt.step()
+                    update_ema(ema, model, t.ema_decay)
+                else:
+                    skipped += 1
+                    log.warning("step %d: gradient norm is %s; step skipped", step, grad_norm)
+            step += 1
+            steps_this_run += 1
+            batch_in_epoch += 1
+            bar.update(1)
+            if step % t.log_every == 0 or step == total_steps:
+                now = time.perf_counter()
+                its = t.log_every / (now - last) if last else steps_this_run / (now - started)
+                last = now
+                row = {"step": step, "epoch": epoch, "loss": loss.item(), "mse": losses["mse"].mean().item(),
+                       "vb": losses["vb"].mean().item(), "align": l_align.item(), "lr": lr,
+                       "grad_norm": grad_norm, "it_s": its,
+                       "skipped": skipped}
+                log_row(row)
+                bar.set_postfix(loss=f"{row['loss']:.4f}", it_s=f"{its:.2f}")
+            if held is not None and (step % t.eval_every == 0 or step == total_steps):
+                log_row({"step": step, "eval_mse": denoising_loss(ema, diffusion, held, fv, device)})
+            if step % t.ckpt_every == 0 and step < total_steps:
+                checkpoint()
+        if batch_in_epoch >= len(batches):
+            epoch, batch_in_epoch = epoch + 1, 0
+    bar.close()
+    checkpoint()
+    metrics_file.close()
+    return {"run_dir": str(run_dir), "steps": step, "epochs": epoch, "skipped": skipped,
+            "seconds": time.perf_counter() - started}
+
+
+def alignment_loss_of(feats: list[torch.Tensor], flow: torch.Tensor, aligned_blocks: list[tuple[int, int]],
+                      t: torch.Tensor, cfg: Config) -> torch.Tensor:
+    """L_align over the aligned blocks: block i's features vs the cached targets of its DINO layer."""
+    from .flow.align import alignment_loss
+
+    features = [feats[i] for i, _ in aligned_blocks]
+    targets = [flow[:, slot] for _, slot in aligned_blocks]                 # (B, f_v, l, d) each
+    return alignment_loss(features, targets, t, margin=cfg.train.align_margin, variant=cfg.flow.variant)

@@ -1,0 +1,201 @@
+"""Latent cache, training loop, checkpoints and sampling at tiny scale on CPU."""
+import json
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from medsora import cache as cache_mod
+from medsora.cache import CacheError, LatentDataset, build_cache
+from medsora.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, save_checkpoint
+from medsora.config import load_config, to_dict
+from medsora.data.clips import ClipDataset
+from medsora.models.medsora import build_model
+from medsora.sample import sample
+from medsora.train import TrainError, make_diffusion, train
+from medsora.vae.autoencoder import VideoVAE
+
+
+def tiny_cfg(root, *extra):
+    return load_config("tiny", overrides=[f"data.root={root}", "data.num_frames=8", "data.frame_stride=2",
+                                          "train.align=false", "train.log_every=1", *extra])
+
+
+@pytest.fixture(scope="module")
+def vae():
+    return VideoVAE.tiny(seed=0).eval()
+
+
+@pytest.fixture(scope="module")
+def cache(synth_mp4, vae, tmp_path_factory):
+    out = tmp_path_factory.mktemp("cache")
+    build_cache(tiny_cfg(synth_mp4), vae, out, shard_size=3, progress=False)
+    return out
+
+
+def test_cache_layout(cache, synth_mp4):
+    ds = LatentDataset(cache)
+    assert len(ds) == 8                                          # 4 videos x 2 clips of 17 frames
+    a, b = ds.get(0, 0), ds.get(0, 1)
+    assert a["video"].shape == (2, 4, 8, 8) and a["images"].shape == (1, 4, 8, 8)
+    assert not torch.equal(a["video"], b["video"])               # both flips stored
+    manifest = json.loads((cache / "manifest.json").read_text())
+    assert manifest["geometry"]["num_frames"] == 8 and len(manifest["shards"]) == 3
+
+
+def test_cache_equals_pixels_through_vae(cache, synth_mp4, vae):
+    """Training from the cache sees exactly what encoding the pixels would give: same loss at step 0."""
+    cfg = tiny_cfg(synth_mp4)
+    clip = ClipDataset(synth_mp4, cfg.data, seed=cfg.train.seed).load_clip(3, flip=True)
+    with torch.no_grad():
+        z_pix = vae.encode(clip["video"][None, :-1])[0]
+        z_img = vae.encode(clip["images"][None])[0]
+    cached = LatentDataset(cache).get(3, 1)
+    torch.testing.assert_close(cached["video"], z_pix, atol=1e-4, rtol=1e-4)  # batch of 2 vs 1 in the VAE
+    torch.testing.assert_close(cached["images"], z_img, atol=1e-4, rtol=1e-4)  # batch of 2 vs 1 in the VAE
+    model = build_model(cfg.model)
+    for p in model.parameters():                                # non-zero outputs, so the loss can differ
+        torch.nn.init.normal_(p, std=0.02)
+    diffusion = make_diffusion(cfg)
+    t = torch.tensor([500])
+    noise = torch.randn(1, 3, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    loss = [diffusion.training_losses(lambda x, tt: model(x, tt, num_video_frames=2),
+                                      torch.cat([v, i])[None], t, noise=noise)["loss"]
+            for v, i in ((cached["video"], cached["images"]), (z_pix, z_img))]
+    torch.testing.assert_close(loss[0], loss[1], atol=1e-4, rtol=1e-4)  # batch of 2 vs 1 in the VAE
+
+
+class Killed(Exception):
+    pass
+
+
+def test_cache_resumes_and_refuses_mismatch(synth_mp4, vae, tmp_path, monkeypatch):
+    cfg = tiny_cfg(synth_mp4)
+    real = cache_mod._encode_clip
+    calls, armed = [], [True]
+
+    def flaky(ds, i, *a):
+        calls.append(i)
+        if armed[0] and len(calls) == 4:
+            raise Killed  # killed while encoding the second shard
+        return real(ds, i, *a)
+
+    monkeypatch.setattr(cache_mod, "_encode_clip", flaky)
+    with pytest.raises(Killed):
+        build_cache(cfg, vae, tmp_path / "c", shard_size=3, progress=False)
+    assert list(json.loads((tmp_path / "c" / "manifest.json").read_text())["shards"]) == ["shard-00000.safetensors"]
+    calls.clear()
+    armed[0] = False
+    build_cache(cfg, vae, tmp_path / "c", shard_size=3, progress=False)
+    assert calls == [3, 4, 5, 6, 7]                              # only the missing shards were encoded
+    monkeypatch.setattr(cache_mod, "_encode_clip", real)
+    build_cache(cfg, vae, tmp_path / "ref", shard_size=3, progress=False)
+    for name in ("shard-00000.safetensors", "shard-00002.safetensors"):
+        a, b = load_file(tmp_path / "c" / name), load_file(tmp_path / "ref" / name)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    # another geometry or another VAE: refused, nothing written
+    before = (tmp_path / "c" / "manifest.json").read_text()
+    with pytest.raises(CacheError, match="size"):
+        build_cache(tiny_cfg(synth_mp4, "data.size=128"), vae, tmp_path / "c", shard_size=3, progress=False)
+    with pytest.raises(CacheError, match="vae"):
+        build_cache(cfg, VideoVAE.tiny(seed=1), tmp_path / "c", shard_size=3, progress=False)
+    assert (tmp_path / "c" / "manifest.json").read_text() == before
+
+
+def params(run_dir, name="model.safetensors"):
+    return load_file(latest_checkpoint(run_dir) / name)
+
+
+def test_resume_equals_uninterrupted(cache, synth_mp4, tmp_path):
+    cfg = tiny_cfg(synth_mp4, "train.batch_size=3", "train.epochs=3", "train.ckpt_every=2")
+    full = train(cfg, cache, tmp_path / "full", progress=False)
+    assert full["steps"] == 9                                     # 8 clips / batch 3 -> 3 steps x 3 epochs
+    # stop after 4 steps (mid-epoch), then resume to the end
+    train(tiny_cfg(synth_mp4, "train.batch_size=3", "train.epochs=3", "train.ckpt_every=2", "train.max_steps=4"),
+          cache, tmp_path / "part", progress=False)
+    resumed = train(cfg, cache, tmp_path / "part", resume="auto", progress=False)
+    assert resumed["steps"] == 9
+    for name in ("model.safetensors", "ema.safetensors", "optimizer.safetensors"):
+        a, b = params(tmp_path / "full", name), params(tmp_path / "part", name)
+        assert a.keys() == b.keys()
+        for k in a:
+            assert torch.equal(a[k], b[k]), (name, k)
+    rows = [json.loads(line) for line in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "loss" in r] == list(range(1, 10))
+
+
+def test_nan_steps_are_skipped(cache, synth_mp4, tmp_path, monkeypatch):
+    import medsora.train as train_mod
+
+    real = train_mod.GaussianDiffusion.training_losses
+    count = {"n": 0}
+
+    def sometimes_nan(self, *a, **k):
+        out = real(self, *a, **k)
+        count["n"] += 1
+        if count["n"] == 2:
+            out["loss"] = out["loss"] * float("nan")
+        return out
+
+    monkeypatch.setattr(train_mod.GaussianDiffusion, "training_losses", sometimes_nan)
+    summary = train(tiny_cfg(synth_mp4, "train.max_steps=3"), cache, tmp_path / "r", progress=False)
+    assert summary["skipped"] == 1 and summary["steps"] == 3
+    assert all(torch.isfinite(v).all() for v in params(tmp_path / "r").values())
+
+
+def test_train_refuses_mismatched_cache(cache, synth_mp4, tmp_path):
+    with pytest.raises(TrainError, match="in_channels"):
+        train(tiny_cfg(synth_mp4, "model.in_channels=16"), cache, tmp_path / "r", progress=False)
+    with pytest.raises(TrainError, match="cache --flow"):
+        train(tiny_cfg(synth_mp4, "train.align=true"), cache, tmp_path / "r", progress=False)
+
+
+def test_checkpoint_atomic_corrupt_and_wrong_preset(tmp_path):
+    model = build_model("tiny")
+    opt = torch.optim.AdamW(model.parameters())
+    model(torch.randn(1, 2, 4, 8, 8), torch.tensor([3])).sum().backward()
+    opt.step()
+    cfg = to_dict(load_config("tiny"))
+    for step in (1, 2, 3, 4):
+        save_checkpoint(tmp_path, step, model, model, opt, cfg, keep=3)
+    names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert names == ["step-00000002", "step-00000003", "step-00000004"]
+    # truncate the newest: skipped with a warning, the previous one is used
+    newest = tmp_path / "checkpoints" / "step-00000004" / "model.safetensors"
+    newest.write_bytes(newest.read_bytes()[:100])
+    assert latest_checkpoint(tmp_path).name == "step-00000003"
+    with pytest.raises(CheckpointError, match="corrupt"):
+        load_checkpoint(newest.parent, build_model("tiny"))
+    # a half-written temp folder is never picked
+    (tmp_path / "checkpoints" / ".tmp-step-00000009-1").mkdir()
+    assert latest_checkpoint(tmp_path).name == "step-00000003"
+    # another preset: shapes named
+    with pytest.raises(CheckpointError, match="shape mismatch"):
+        load_checkpoint(tmp_path / "checkpoints" / "step-00000003", build_model("tiny", hidden_size=32))
+    # a state round-trips exactly, the optimizer included
+    m2 = build_model("tiny")
+    o2 = torch.optim.AdamW(m2.parameters())
+    meta = load_checkpoint(tmp_path / "checkpoints" / "step-00000003", m2, None, o2)
+    assert meta["step"] == 3
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), m2.state_dict().values()))
+    assert o2.state_dict()["state"].keys() == opt.state_dict()["state"].keys() != set()
+    for k, st in opt.state_dict()["state"].items():
+        assert torch.equal(o2.state_dict()["state"][k]["exp_avg_sq"], st["exp_avg_sq"])
+
+
+def test_sample_writes_videos(cache, synth_mp4, vae, tmp_path):
+    train(tiny_cfg(synth_mp4, "train.max_steps=1"), cache, tmp_path / "run", progress=False)
+    paths = sample(tmp_path / "run", vae, tmp_path / "out", num=3, batch_size=2, steps=5, progress=False)
+    assert [p.name for p in paths] == ["sample_000.mp4", "sample_001.mp4", "sample_002.mp4"]
+    from medsora.data.video import probe
+
+    info = probe(paths[0])
+    assert (info.num_frames, info.width, info.height) == (8, 64, 64)
+    assert (tmp_path / "out" / "sample_002.gif").exists()
+    assert load_file(tmp_path / "out" / "latents.safetensors")["latents"].shape == (3, 2, 4, 8, 8)
+    # deterministic by seed
+    again = sample(tmp_path / "run", vae, tmp_path / "out2", num=1, steps=5, progress=False)
+    a = load_file(tmp_path / "out" / "latents.safetensors")["latents"][0]
+    b = load_file(tmp_path / "out2" / "latents.safetensors")["latents"][0]
+    assert torch.equal(a, b) and again
