@@ -1,0 +1,284 @@
+"""`medsora eval`: FVD, CD-FVD, FID, IS and frame consistency of generated videos against real ones.
+
+    results = evaluate("data/colon", "samples/colon", num=2048, weights_dir="weights", out="eval.json")
+    results["fvd"]  # {"value": 462.0, "n_real": 210, "n_fake": 2048, ...}
+                    # or {"value": None, "reason": "weights of I3D ... not found: put i3d_torchscript.pt in ..."}
+
+Clips (StyleGAN-V's `fvd2048_16f`): one 16-frame clip per source, at most `num` per set, sources in
+sorted order. Real clips start at a random frame (seeded) and take every `real_stride`-th frame, as
+the training clips do (16 frames every 3rd); generated clips are their first 16 frames. Every frame
+is centre-cropped and resized to `resolution` (the training size) and kept as uint8, then each
+network applies its own protocol (docs/metrics.md). FID and IS use every frame of those clips; IS
+and FC are computed on the generated set only. A metric whose weights are missing is reported as not
+computed, with the file to put where; the others still run. Real-set statistics are cached under
+`cache_dir`, keyed by a hash of the real files' contents, the clip plan and the network's weights.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .data.clips import to_tensor
+from .data.index import build_index
+from .data.video import list_frame_images, read_frames
+from .metrics.frechet import FeatureStats, frechet_distance
+from .metrics.weights import WEIGHTS, MissingWeights, find_weights
+
+log = logging.getLogger(__name__)
+
+METRICS = ("fvd", "cdfvd", "fid", "is", "fc")
+FRECHET = ("fvd", "cdfvd", "fid")  # metrics that compare the fake set with real statistics
+NETWORK = {"fvd": "i3d", "cdfvd": "videomae", "fid": "inception", "is": "inception", "fc": "clip"}
+NUM_FRAMES = 16
+DEFAULT_CACHE = Path.home() / ".cache" / "medsora" / "eval"
+
+
+# ----------------------------------------------------------------------------------------------
+# networks
+
+def load_extractor(network: str, weights_dir=None, device="cpu"):
+    """The feature extractor of `network` from its local weights; raises MissingWeights / ImportError."""
+    path = find_weights(network, weights_dir)
+    if network == "i3d":
+        from .metrics.fvd import I3DFeatures
+        from .metrics.i3d import load_i3d
+
+        ext = I3DFeatures(load_i3d(path, device), device)
+    elif network == "videomae":
+        from .metrics.videomae import VideoMAEFeatures, load_videomae
+
+        ext = VideoMAEFeatures(load_videomae(path, device), device)
+    elif network == "inception":
+        from .metrics.inception import InceptionFeatures, load_inception
+
+        ext = InceptionFeatures(load_inception(path, device), device)
+    else:
+        from .metrics.clip_fc import CLIPEmbeddings, load_clip
+
+        ext = CLIPEmbeddings(load_clip(path, device), device, folder=path)
+    ext.weights = path
+    return ext
+
+
+def _weights_id(path: Path) -> list:
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    return [[str(p.relative_to(path.parent)), p.stat().st_size, p.stat().st_mtime_ns] for p in files]
+
+
+# ----------------------------------------------------------------------------------------------
+# clips
+
+def plan_clips(root, num: int, stride: int = 1, random_start: bool = False, seed: int = 0,
+               index_dir="", progress: bool = True):
+    """[(source path, frame indices)] — one 16-frame clip per usable source, at most `num` — and the
+    list of (source, reason) skipped."""
+    root = Path(root)
+    entries = build_index(root, index_dir, progress=progress)
+    rng = np.random.default_rng(seed)
+    span = (NUM_FRAMES - 1) * stride + 1
+    plan, skipped = [], []
+    for e in entries:
+        if len(plan) >= num:
+            break
+        if not e.ok:
+            skipped.append((e.path, e.error))
+        elif e.num_frames < span:
+            skipped.append((e.path, f"{e.num_frames} frames, a clip needs {span} (16 frames every {stride})"))
+        else:
+            start = int(rng.integers(0, e.num_frames - span + 1)) if random_start else 0
+            plan.append((root / e.path, list(range(start, start + span, stride))))
+    return plan, skipped
+
+
+def content_hash(plan) -> str:
+    """blake2b of the bytes of every file the clips are read from, and of the clip plan itself."""
+    h = hashlib.blake2b(digest_size=16)
+    for path, indices in plan:
+        files = list_frame_images(path) if path.is_dir() else [path]
+        h.update(json.dumps([path.name, indices]).encode())
+        for f in files:
+            with open(f, "rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(chunk)
+    return h.hexdigest()
+
+
+class _Clips(torch.utils.data.Dataset):
+    def __init__(self, plan, resolution: int | None):
+        self.plan, self.resolution = plan, resolution
+
+    def __len__(self):
+        return len(self.plan)
+
+    def __getitem__(self, i):
+        path, indices = self.plan[i]
+        frames = read_frames(path, indices)  # (16, H, W, 3) uint8
+        if self.resolution is None:
+            return torch.from_numpy(frames)
+        x = to_tensor(frames, self.resolution)  # (16, 3, r, r) in [-1, 1]: centre crop + resize, as training
+        return ((x + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1)  # back to uint8 (16, r, r, 3)
+
+
+def iter_clips(plan, resolution, batch_size, workers, desc, progress):
+    from tqdm.auto import tqdm
+
+    loader = torch.utils.data.DataLoader(_Clips(plan, resolution), batch_size=batch_size, num_workers=workers)
+    with tqdm(total=len(plan), desc=desc, unit="clip", disable=not progress) as bar:
+        for videos in loader:  # (b, 16, r, r, 3) uint8
+            yield videos
+            bar.update(len(videos))
+
+
+# ----------------------------------------------------------------------------------------------
+# the evaluation
+
+def evaluate(real, fake, num: int = 2048, metrics=METRICS, weights_dir=None, batch_size: int = 8,
+             device=None, cache_dir=DEFAULT_CACHE, progress: bool = True, out=None, real_stride: int = 3,
+             resolution: int | None = 128, seed: int = 0, workers: int = 2, is_splits: int = 10) -> dict:
+    """Compute `metrics` of the videos under `fake` against those under `real`.
+
+    Returns {metric: {"value": float, ...}} or {metric: {"value": None, "reason": ...}} per metric;
+    writes `out` (JSON) and the same path with `.md` (a table) when `out` is given.
+    `cache_dir=None` switches the real-statistics cache off.
+    """
+    metrics = [m.strip().lower() for m in (metrics.split(",") if isinstance(metrics, str) else metrics) if m.strip()]
+    unknown = sorted(set(metrics) - set(METRICS))
+    if unknown:
+        raise ValueError(f"unknown metric(s) {', '.join(unknown)}; choose from {', '.join(METRICS)}")
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    results: dict[str, dict] = {}
+
+    extractors = {}
+    for net in dict.fromkeys(NETWORK[m] for m in metrics):
+        try:
+            extractors[net] = load_extractor(net, weights_dir, device)
+        except (MissingWeights, ImportError) as e:
+            reason = str(e) if isinstance(e, MissingWeights) else f"{e}; install it with `pip install pytorch-fid`"
+            for m in metrics:
+                if NETWORK[m] == net:
+                    results[m] = {"value": None, "reason": reason}
+    active = [m for m in metrics if m not in results]
+
+    fake_plan, fake_skipped = plan_clips(fake, num, stride=1, progress=progress)
+    if not fake_plan and active:
+        raise ValueError(f"no generated clip of {NUM_FRAMES} frames under {fake} ({len(fake_skipped)} sources skipped)")
+    frechet = [m for m in active if m in FRECHET]
+    real_stats, n_real, real_skipped = {}, 0, []
+    if frechet:
+        real_plan, real_skipped = plan_clips(real, num, stride=real_stride, random_start=True, seed=seed,
+                                             progress=progress)
+        if not real_plan:
+            raise ValueError(f"no real clip under {real}: {len(real_skipped)} sources skipped, a clip needs "
+                             f"{(NUM_FRAMES - 1) * real_stride + 1} frames (real_stride={real_stride}; use 1 for "
+                             f"folders of {NUM_FRAMES}-frame clips)")
+        n_real = len(real_plan)
+        real_stats = _real_stats(frechet, extractors, real_plan, resolution, batch_size, workers, cache_dir,
+                                 progress, protocol=[num, real_stride, resolution, seed])
+
+    fake_stats = {m: FeatureStats() for m in frechet}
+    probs, fc = [], []
+    for videos in iter_clips(fake_plan, resolution, batch_size, workers, "generated clips", progress):
+        feats = batch_features(videos, active, extractors)
+        for m in frechet:
+            fake_stats[m].update(feats[m])
+        if "is" in active:
+            probs.append(feats["is"].cpu())
+        if "fc" in active:
+            fc.append(feats["fc"].cpu())
+
+    for m in active:
+        entry = {"network": WEIGHTS[NETWORK[m]].network, "weights": str(extractors[NETWORK[m]].weights),
+                 "n_fake": len(fake_plan)}
+        if m in FRECHET:
+            s_r, s_f = real_stats[m], fake_stats[m]
+            entry = {"value": frechet_distance(s_r.mean, s_r.cov, s_f.mean, s_f.cov), **entry, "n_real": n_real}
+        elif m == "is":
+            from .metrics.inception import inception_score
+
+            mean, std = inception_score(torch.cat(probs).numpy(), is_splits)
+            entry = {"value": mean, "std": std, **entry}
+        else:
+            entry = {"value": float(torch.cat(fc).mean()), **entry}
+        results[m] = entry
+    results = {m: results[m] for m in metrics}
+    if out:
+        protocol = {"num": num, "real_stride": real_stride, "resolution": resolution, "seed": seed,
+                    "frames": NUM_FRAMES, "real_skipped": len(real_skipped), "fake_skipped": len(fake_skipped)}
+        write_report(results, out, real=str(real), fake=str(fake), protocol=protocol)
+    return results
+
+
+def batch_features(videos, names, extractors) -> dict:
+    """Per metric in `names`, what a batch of clips (b, 16, r, r, 3) uint8 contributes:
+    fvd / cdfvd (b, d) clip features, fid (b·16, 2048) frame features, is (b·16, 1008) class
+    probabilities, fc (b,) frame consistency. The Inception runs once for FID and IS."""
+    out = {}
+    for m in ("fvd", "cdfvd"):
+        if m in names:
+            out[m] = extractors[NETWORK[m]](videos)
+    if "fid" in names or "is" in names:
+        frames = videos.flatten(0, 1)  # (b t) h w c
+        out["fid"], out["is"] = extractors["inception"](frames, with_probs="is" in names)
+    if "fc" in names:
+        from .metrics.clip_fc import frame_consistency
+
+        emb = extractors["clip"](videos.flatten(0, 1))  # (b t) d
+        out["fc"] = frame_consistency(emb.unflatten(0, videos.shape[:2]))  # (b,)
+    return out
+
+
+def _real_stats(names, extractors, plan, resolution, batch_size, workers, cache_dir, progress, protocol):
+    """Real-set statistics of each metric in `names`, from the cache where possible."""
+    stats, paths = {}, {}
+    if cache_dir is not None:
+        digest = content_hash(plan)
+        for m in names:
+            key = json.dumps([m, digest, protocol, _weights_id(Path(extractors[NETWORK[m]].weights))])
+            paths[m] = Path(cache_dir) / f"real-{m}-{hashlib.sha1(key.encode()).hexdigest()[:20]}.npz"
+            if paths[m].exists():
+                stats[m] = FeatureStats.load(paths[m])
+                log.info("real %s statistics from the cache %s", m, paths[m])
+    todo = [m for m in names if m not in stats]
+    if todo:
+        fresh = {m: FeatureStats() for m in todo}
+        for videos in iter_clips(plan, resolution, batch_size, workers, "real clips", progress):
+            feats = batch_features(videos, todo, extractors)
+            for m in todo:
+                fresh[m].update(feats[m])
+        for m in todo:
+            stats[m] = fresh[m]
+            if m in paths:
+                fresh[m].save(paths[m])
+    return stats
+
+
+# ----------------------------------------------------------------------------------------------
+# report
+
+NAMES = {"fvd": "FVD ↓", "cdfvd": "CD-FVD ↓", "fid": "FID ↓", "is": "IS ↑", "fc": "FC ↑"}
+
+
+def format_table(results: dict) -> str:
+    """Markdown table: metric | value | clips (real / generated) | network or reason."""
+    rows = ["| metric | value | clips (real / generated) | network / reason |", "|---|---|---|---|"]
+    for m, r in results.items():
+        if r["value"] is None:
+            rows.append(f"| {NAMES.get(m, m)} | not computed | | {r['reason']} |")
+            continue
+        value = f"{r['value']:.2f}" + (f" ± {r['std']:.2f}" if "std" in r else "")
+        clips = f"{r.get('n_real', '-')} / {r['n_fake']}"
+        rows.append(f"| {NAMES.get(m, m)} | {value} | {clips} | {r['network']} ({Path(r['weights']).name}) |")
+    return "\n".join(rows) + "\n"
+
+
+def write_report(results: dict, out, **info) -> Path:
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({**info, "metrics": results}, indent=2) + "\n")
+    out.with_suffix(".md").write_text(format_table(results))
+    return out

