@@ -1,0 +1,93 @@
+"""The MedSora backbone: patch embedding -> N MedSora blocks -> DiT final layer, and `build_model(preset)`.
+
+    model = build_model("B")                               # 86,466,304 parameters
+    out = model(x, t, num_video_frames=4)                  # x (B, F, C, H, W) -> (B, F, 2C, H, W)
+    out, feats = model(x, t, 4, return_features=True)      # feats: per block (B, f_v, l, d)
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from diffusers.models.embeddings import TimestepEmbedding, Timesteps
+from einops import rearrange
+from timm.layers import PatchEmbed
+from torch import nn
+
+from medsora.config import ModelConfig, model_preset
+from medsora.models.blocks import FinalLayer, MedSoraBlock, pos_embed_2d
+
+
+class MedSora(nn.Module):
+    """Unconditional video diffusion backbone (Table 1 of the paper; sizes in SPEC.md "Parameter counts")."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        d, p = cfg.hidden_size, cfg.patch_size
+        self.out_channels = cfg.in_channels * (2 if cfg.learn_sigma else 1)
+        self.grid = (cfg.input_size[0] // p, cfg.input_size[1] // p)
+        self.x_embedder = PatchEmbed(tuple(cfg.input_size), p, cfg.in_channels, d, strict_img_size=False)
+        self.time_proj = Timesteps(256, flip_sin_to_cos=True, downscale_freq_shift=0)   # DiT's [cos, sin] sinusoid
+        self.t_embedder = TimestepEmbedding(256, d)                                      # Linear - SiLU - Linear
+        # frozen, stored as DiT does, so parameters() counts it
+        self.pos_embed = nn.Parameter(pos_embed_2d(d, self.grid), requires_grad=False)
+        self.blocks = nn.ModuleList(MedSoraBlock(cfg, i) for i in range(cfg.depth))
+        self.final_layer = FinalLayer(d, p, self.out_channels)
+        self.initialize_weights()
+
+    def initialize_weights(self):
+        """DiT initialisation: Xavier-uniform Linears (Mamba projections too), zero adaLN, final layer and q/k/v."""
+        def _basic_init(m):
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_uniform_(m.weight)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+        self.apply(_basic_init)
+        w = self.x_embedder.proj.weight
+        nn.init.xavier_uniform_(w.view(w.shape[0], -1))
+        nn.init.zeros_(self.x_embedder.proj.bias)
+        nn.init.normal_(self.t_embedder.linear_1.weight, std=0.02)
+        nn.init.normal_(self.t_embedder.linear_2.weight, std=0.02)
+        for block in self.blocks:
+            nn.init.zeros_(block.adaLN_modulation[-1].weight)
+            nn.init.zeros_(block.adaLN_modulation[-1].bias)
+            for proj in (block.attn.to_q, block.attn.to_k, block.attn.to_v):
+                nn.init.zeros_(proj.weight)
+        for m in (self.final_layer.adaLN_modulation[-1], self.final_layer.linear):
+            nn.init.zeros_(m.weight)
+            nn.init.zeros_(m.bias)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, num_video_frames: int | None = None,
+                return_features: bool = False):
+        """x (B, F, C, H, W): f_v video latent frames then F - f_v image latents; t (B,) diffusion steps.
+        Returns (B, F, out_channels, H, W), and with `return_features` a list (one per block) of the spatial
+        outputs of the video frames, each (B, f_v, l, d)."""
+        b, frames, _, height, width = x.shape
+        fv = frames if num_video_frames is None else num_video_frames
+        if not 0 <= fv <= frames:
+            raise ValueError(f"num_video_frames={fv} must be between 0 and the {frames} frames of x")
+        p = self.cfg.patch_size
+        grid = (height // p, width // p)
+        pos = self.pos_embed if grid == self.grid else pos_embed_2d(self.cfg.hidden_size, grid).to(x)
+
+        h = self.x_embedder(rearrange(x, "b f c h w -> (b f) c h w")) + pos            # (b f) l d
+        h = rearrange(h, "(b f) l d -> b f l d", b=b)
+        c = self.t_embedder(self.time_proj(t).to(h.dtype))                               # (b, d)
+        features = []
+        for block in self.blocks:
+            h, feature = block(h, c, fv, grid)
+            if return_features:
+                features.append(feature[:, :fv])
+        out = self.final_layer(rearrange(h, "b f l d -> (b f) l d"), c.repeat_interleave(frames, dim=0))
+        out = rearrange(out, "(b f) (h w) (p q c) -> b f c (h p) (w q)", b=b, h=grid[0], p=p, q=p)
+        return (out, features) if return_features else out
+
+
+def build_model(name_or_config: str | ModelConfig = "B", **overrides) -> MedSora:
+    """A MedSora backbone from a preset name (tiny, S, B, L) or a ModelConfig, with ModelConfig field overrides."""
+    cfg = model_preset(name_or_config) if isinstance(name_or_config, str) else name_or_config
+    cfg = dataclasses.replace(cfg, **overrides)
+    if isinstance(cfg.input_size, list):
+        cfg = dataclasses.replace(cfg, input_size=tuple(cfg.input_size))
+    return MedSora(cfg)
