@@ -114,6 +114,80 @@ def cmd_sample(args) -> int:
     return 0
 
 
+def cmd_eval(args) -> int:
+    from .evaluate import evaluate, format_table
+
+    res = evaluate(args.real, args.fake, num=args.num, metrics=args.metrics, weights_dir=args.weights, out=args.out,
+                   real_stride=args.real_stride, device=args.device)
+    print(format_table(res), end="")
+    return 0
+
+
+def cmd_vae_train(args) -> int:
+    from .data.clips import video_loader
+    from .vae.autoencoder import VideoVAE
+    from .vae.train import CompensationConfig, train_compensation
+
+    cfg = _load(args)
+    if not cfg.data.root:
+        raise ValueError("set data.root=FOLDER (the videos to train on)")
+    clips = video_loader(cfg.data.root, cfg.data, args.holdout, batch_size=args.batch_size, seed=cfg.train.seed)
+    vae = VideoVAE.from_pretrained(args.base).to(args.device or "cpu")
+    ccfg = CompensationConfig(epochs=args.epochs, max_steps=args.max_steps, lr=args.lr,
+                              lpips_weight=args.lpips_weight, lpips_trunk=args.lpips_trunk or "", seed=cfg.train.seed)
+    res = train_compensation(vae, clips, ccfg, out_dir=args.out)
+    print(f"trained {res['num_trainable']:,} compensation parameters for {res['steps']} steps -> {res['path']}")
+    return 0
+
+
+def cmd_vae_train_tiny(args) -> int:
+    from .data.clips import video_loader
+    from .vae.train import train_tiny_vae
+
+    cfg = _load(args)
+    if not cfg.data.root:
+        raise ValueError("set data.root=FOLDER (the videos to train on)")
+    clips = video_loader(cfg.data.root, cfg.data, batch_size=args.batch_size, seed=cfg.train.seed)
+    train_tiny_vae(clips, steps=args.steps, out_dir=args.out, seed=cfg.train.seed)
+    print(f"tiny VAE (trained from scratch) written to {args.out}; use it with vae.path={args.out}")
+    return 0
+
+
+def cmd_vae_eval(args) -> int:
+    import json
+
+    from .data.clips import video_loader
+    from .vae.autoencoder import VideoVAE
+    from .vae.evaluate import evaluate_reconstruction
+
+    cfg = _load(args)
+    if not cfg.data.root:
+        raise ValueError("set data.root=FOLDER (the held-out videos)")
+    clips = video_loader(cfg.data.root, cfg.data, args.holdout, heldout=args.holdout > 0, batch_size=1,
+                         shuffle=False)
+    vae = VideoVAE.from_pretrained(args.base, compensation=args.compensation).to(args.device or "cpu")
+    res = evaluate_reconstruction(None, vae, clips, args.out, max_clips=args.max_clips)
+    print(json.dumps(res, indent=1))
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    s = run_demo(args.out, videos=args.videos, frames=args.frames, vae_steps=args.vae_steps, train_steps=args.train_steps,
+                 samples=args.samples, dino_weights=args.dino_weights or "", raft_weights=args.raft_weights or "",
+                 weights_dir=args.weights, seed=args.seed, overrides=args.overrides)
+    print(f"demo done in {s['timings']['total']:.0f}s: {s['headline']}\nreport: {s['report']}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .report import build_report
+
+    print(build_report(args.run_dir, samples_dir=args.samples, real_dir=args.real, out=args.out))
+    return 0
+
+
 # ----------------------------------------------------------------------------------------------
 # parser
 
@@ -177,6 +251,67 @@ def build_parser() -> argparse.ArgumentParser:
     smp.add_argument("--compensation", default=None, help="frequency-compensation weights for the VAE")
     smp.add_argument("--device", default=None)
     smp.set_defaults(func=cmd_sample)
+    ev = sub.add_parser("eval", help="FVD, CD-FVD, FID, IS and frame consistency of generated vs real videos")
+    ev.add_argument("--real", required=True, help="folder of real videos / frame folders")
+    ev.add_argument("--fake", required=True, help="folder of generated videos")
+    ev.add_argument("--num", type=int, default=2048, help="clips per set (default 2048, the paper's)")
+    ev.add_argument("--metrics", default="fvd,cdfvd,fid,is,fc", help="comma-separated subset")
+    ev.add_argument("--weights", default=None, help="folder holding the metric networks' weight files")
+    ev.add_argument("--out", default=None, help="JSON path for the results (a .md table is written beside it)")
+    ev.add_argument("--real-stride", type=int, default=3, help="frame stride of real clips (1 for pre-cut clips)")
+    ev.add_argument("--device", default=None)
+    ev.set_defaults(func=cmd_eval)
+    vae = sub.add_parser("vae", help="frequency-compensation VAE: train, evaluate, or train a tiny VAE from scratch")
+    vae_sub = vae.add_subparsers(dest="sub", metavar="ACTION")
+    vt = vae_sub.add_parser("train", help="train the compensation modules on a frozen base VAE (Eq. 16)")
+    vt.add_argument("--base", required=True, help="base VAE folder (CogVideoX-2b `vae`, or a tiny VAE folder)")
+    vt.add_argument("--out", required=True, help="output folder (compensation.safetensors + log)")
+    vt.add_argument("--epochs", type=int, default=10)
+    vt.add_argument("--max-steps", type=int, default=0)
+    vt.add_argument("--lr", type=float, default=2e-7)
+    vt.add_argument("--batch-size", type=int, default=1)
+    vt.add_argument("--holdout", type=int, default=0, help="last clips kept out for `vae eval`")
+    vt.add_argument("--lpips-weight", type=float, default=1.0, help="0 switches LPIPS off (no VGG weights needed)")
+    vt.add_argument("--lpips-trunk", default=None, help="torchvision VGG16 ImageNet weights file for LPIPS")
+    vt.add_argument("--device", default=None)
+    _config_args(vt)
+    vt.set_defaults(func=cmd_vae_train)
+    vtt = vae_sub.add_parser("train-tiny", help="train a whole tiny VAE from scratch (demo / no CogVideoX weights)")
+    vtt.add_argument("--out", required=True, help="VAE folder to write")
+    vtt.add_argument("--steps", type=int, default=300)
+    vtt.add_argument("--batch-size", type=int, default=2)
+    _config_args(vtt)
+    vtt.set_defaults(func=cmd_vae_train_tiny)
+    ve = vae_sub.add_parser("eval", help="PSNR / SSIM and a temporal figure: base vs compensated")
+    ve.add_argument("--base", required=True)
+    ve.add_argument("--compensation", default=None, help="compensation.safetensors (default: none = base only)")
+    ve.add_argument("--out", required=True)
+    ve.add_argument("--holdout", type=int, default=0, help="evaluate on the last N clips only")
+    ve.add_argument("--max-clips", type=int, default=0)
+    ve.add_argument("--device", default=None)
+    _config_args(ve)
+    ve.set_defaults(func=cmd_vae_eval)
+
+    demo = sub.add_parser("demo", help="synthetic data -> tiny VAE -> cache -> tiny MedSora -> samples -> report")
+    demo.add_argument("--out", default="runs/demo", help="run folder (re-running skips finished stages)")
+    demo.add_argument("--videos", type=int, default=12, help="synthetic videos (default 12)")
+    demo.add_argument("--frames", type=int, default=100, help="frames per synthetic video (default 100)")
+    demo.add_argument("--vae-steps", type=int, default=300)
+    demo.add_argument("--train-steps", type=int, default=3000)
+    demo.add_argument("--samples", type=int, default=8)
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--dino-weights", default=None, help="DINO ViT-S/8 weights: turns optical-flow alignment on")
+    demo.add_argument("--raft-weights", default=None, help="RAFT-large weights (default: Farneback flow)")
+    demo.add_argument("--weights", default=None, help="folder of metric network weights (I3D, Inception, ...)")
+    demo.add_argument("overrides", nargs="*", metavar="section.key=value", help="config overrides (tiny preset)")
+    demo.set_defaults(func=cmd_demo)
+
+    rep = sub.add_parser("report", help="build report.html for a run folder")
+    rep.add_argument("run_dir")
+    rep.add_argument("--samples", default=None, help="generated videos (default: RUN_DIR/samples)")
+    rep.add_argument("--real", default=None, help="real videos (default: the config's data.root)")
+    rep.add_argument("--out", default=None, help="HTML path (default: RUN_DIR/report.html)")
+    rep.set_defaults(func=cmd_report)
     return p
 
 

@@ -145,10 +145,15 @@ def train(cfg: Config, cache_dir: str | Path, run_dir: str | Path | None = None,
         log.info("resumed from %s (step %d, epoch %d)", ckpt, step, epoch)
     (run_dir / "config.yaml").write_text(to_yaml(cfg))
     metrics_file = open(run_dir / "metrics.jsonl", "a")
+    tb = _tensorboard(run_dir)
 
     def log_row(row: dict) -> None:
         metrics_file.write(json.dumps(row) + "\n")
         metrics_file.flush()
+        if tb is not None:
+            for k, v in row.items():
+                if k != "step" and isinstance(v, (int, float)):
+                    tb.add_scalar(k, v, row["step"])
 
     fv = ds[0]["video"].shape[0]
     if held is not None and step == 0:
@@ -228,8 +233,19 @@ def train(cfg: Config, cache_dir: str | Path, run_dir: str | Path | None = None,
     bar.close()
     checkpoint()
     metrics_file.close()
+    if tb is not None:
+        tb.close()
     return {"run_dir": str(run_dir), "steps": step, "epochs": epoch, "skipped": skipped,
             "seconds": time.perf_counter() - started}
+
+
+def _tensorboard(run_dir: Path):
+    """A TensorBoard writer in run_dir/tb when the `tensorboard` package is installed, else None."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(run_dir / "tb"))
 
 
 def alignment_loss_of(feats: list[torch.Tensor], flow: torch.Tensor, aligned_blocks: list[tuple[int, int]],

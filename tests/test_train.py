@@ -199,3 +199,31 @@ def test_sample_writes_videos(cache, synth_mp4, vae, tmp_path):
     a = load_file(tmp_path / "out" / "latents.safetensors")["latents"][0]
     b = load_file(tmp_path / "out2" / "latents.safetensors")["latents"][0]
     assert torch.equal(a, b) and again
+
+
+def test_alignment_end_to_end_adds_no_parameters(synth_mp4, vae, tmp_path):
+    """cache --flow (Farneback + DINO loaded from a weights file the test writes) -> training with alignment;
+    the checkpoint has exactly the tensors of a run without alignment, so sampling is unchanged."""
+    import timm
+    from safetensors.torch import save_file
+
+    from medsora.cache import flow_targets_from_config
+
+    dino = timm.create_model("vit_small_patch8_224.dino", pretrained=False, num_classes=0)
+    save_file(dino.state_dict(), str(tmp_path / "dino.safetensors"))
+    cfg = tiny_cfg(synth_mp4, "flow.method=farneback", f"flow.dino_weights={tmp_path / 'dino.safetensors'}",
+                   "train.align=true", "train.max_steps=2", "train.align_margin=0")
+    build_cache(cfg, vae, tmp_path / "c", flow=flow_targets_from_config(cfg), shard_size=4, progress=False)
+    item = LatentDataset(tmp_path / "c").get(0, 1)
+    assert item["flow"].shape == (2, 2, 16, 64)        # DINO layers (0, 1) x 2 latent frames x 16 tokens x width 64
+    assert torch.isfinite(item["flow"]).all() and item["flow"].std() > 0
+    train(cfg, tmp_path / "c", tmp_path / "on", progress=False)
+    rows = [json.loads(line) for line in (tmp_path / "on" / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["align"] > 0 for r in rows if "align" in r)   # margin 0: the loss is live
+    off = tiny_cfg(synth_mp4, "train.max_steps=2")
+    train(off, tmp_path / "c", tmp_path / "off", progress=False)
+    a, b = params(tmp_path / "on"), params(tmp_path / "off")
+    assert {k: v.shape for k, v in a.items()} == {k: v.shape for k, v in b.items()}
+    assert any(not torch.equal(a[k], b[k]) for k in a)         # the alignment gradient did change the weights
+    with pytest.raises(CacheError, match="flow"):              # a flow cache is not silently reused without flow
+        build_cache(off, vae, tmp_path / "c", shard_size=4, progress=False)

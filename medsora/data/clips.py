@@ -11,6 +11,7 @@ taken; one bad file never stops an epoch.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -125,3 +126,29 @@ class ClipDataset(torch.utils.data.Dataset):
             except VideoError as e:
                 self._mark_bad(self.clips[i][0], e)
         raise RuntimeError(f"every clip of {self.root} failed to decode; run `medsora data check {self.root}`")
+
+
+class _Videos(torch.utils.data.Dataset):
+    """The F video frames of each clip (without the extra flow frame): what the VAE sees."""
+
+    def __init__(self, ds: ClipDataset, clips: list[int]):
+        self.ds, self.clips = ds, clips
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.ds[self.clips[i]]["video"][:-1]
+
+
+def video_loader(root: str | Path, cfg: DataConfig, holdout: int = 0, heldout: bool = False, batch_size: int = 2,
+                 shuffle: bool = True, seed: int = 0) -> torch.utils.data.DataLoader:
+    """Batches (B, F, 3, S, S) of clips for VAE training/evaluation; the last `holdout` clips are held out
+    (`heldout=True` gives exactly those)."""
+    ds = ClipDataset(root, dataclasses.replace(cfg, num_images=0), seed=seed, progress=False)  # no joint images
+    if holdout >= len(ds):
+        raise ValueError(f"holdout={holdout} leaves no clip: {root} has {len(ds)} clips")
+    n = len(ds) - holdout
+    clips = list(range(n, len(ds))) if heldout else list(range(n))
+    return torch.utils.data.DataLoader(_Videos(ds, clips), batch_size=batch_size, shuffle=shuffle,
+                                       generator=torch.Generator().manual_seed(seed), num_workers=cfg.num_workers)
