@@ -34,6 +34,22 @@ def _stage(out: Path, name: str, timings: dict, fn, progress: bool):
     marker.write_text(json.dumps({"seconds": timings[name]}))
 
 
+def latent_stats(cache_dir: Path, sampled: Path) -> dict:
+    """Per-channel mean/std of the sampled video latents against the cached data latents (both flips)."""
+    from safetensors.torch import load_file
+
+    from .cache import LatentDataset
+
+    ds = LatentDataset(cache_dir)
+    data = torch.stack([ds.get(i, f)["video"] for i in range(len(ds)) for f in (0, 1)])   # (n, f, C, h, w)
+    z = load_file(str(sampled))["latents"]
+    dims = (0, 1, 3, 4)
+    gap = ((z.std(dims) - data.std(dims)) / data.std(dims)).abs().max().item()
+    r = lambda x: [round(v, 3) for v in x.tolist()]  # noqa: E731
+    return {"data_mean": r(data.mean(dims)), "data_std": r(data.std(dims)), "sampled_mean": r(z.mean(dims)),
+            "sampled_std": r(z.std(dims)), "worst_std_gap": gap}
+
+
 def run_demo(out: str | Path = "runs/demo", videos: int = 12, frames: int = 100, vae_steps: int = 300,
              train_steps: int = 3000, samples: int = 8, sample_steps: int = 50, dino_weights: str = "",
              raft_weights: str = "", weights_dir: str | None = None, seed: int = 0, progress: bool = True,
@@ -111,7 +127,11 @@ def run_demo(out: str | Path = "runs/demo", videos: int = 12, frames: int = 100,
     headline = (f"held-out denoising MSE {evals[0]['eval_mse']:.3f} -> {evals[-1]['eval_mse']:.3f} "
                 f"({evals[-1]['eval_mse'] / evals[0]['eval_mse']:.2f}x) over {evals[-1]['step']} steps; "
                 f"tiny VAE PSNR {vae_metrics['compensated']['psnr']:.1f} dB on held-out clips")
-    summary = {"headline": headline, "timings": {**timings, "total": sum(timings.values())}, "notes": notes,
+    lat = latent_stats(out / "cache", out / "samples" / "latents.safetensors")
+    notes.append("sampled vs data latents, per channel: mean {} vs {}, std {} vs {} (worst relative std gap {:.1%})"
+                 .format(lat["sampled_mean"], lat["data_mean"], lat["sampled_std"], lat["data_std"],
+                         lat["worst_std_gap"]))
+    summary = {"headline": headline, "latent_stats": lat, "timings": {**timings, "total": sum(timings.values())}, "notes": notes,
                "eval_mse": [(r["step"], r["eval_mse"]) for r in evals]}
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     summary["report"] = str(build_report(out, samples_dir=out / "samples", real_dir=out / "data",

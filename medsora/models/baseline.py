@@ -18,7 +18,7 @@ from einops import rearrange
 from timm.layers import Attention, Mlp, PatchEmbed
 from torch import nn
 
-from medsora.models.blocks import FinalLayer, modulate, pos_embed_2d
+from medsora.models.blocks import FinalLayer, dit_init, modulate, pos_embed_2d
 
 # name -> (depth, hidden_size, num_heads): Latte / DiT sizes
 SIZES = {"S": (12, 384, 6), "B": (12, 768, 12), "L": (24, 1024, 16), "XL": (28, 1152, 16)}
@@ -34,6 +34,35 @@ class DiTBlock(nn.Module):
         self.norm2 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=lambda: nn.GELU(approximate="tanh"))
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        shift_a, scale_a, gate_a, shift_m, scale_m, gate_m = self.adaLN_modulation(c)[:, None].chunk(6, dim=-1)
+        x = x + gate_a * self.attn(modulate(self.norm1(x), shift_a, scale_a))
+        return x + gate_m * self.mlp(modulate(self.norm2(x), shift_m, scale_m))
+
+
+class VideoDiT(nn.Module):
+    """Latte-style video DiT. x (B, F, C, H, W) with f_v video frames then images -> (B, F, 2C or C, H, W)."""
+
+    def __init__(self, depth: int = 12, hidden_size: int = 768, num_heads: int = 12, patch_size: int = 2,
+                 in_channels: int = 4, input_size: tuple[int, int] = (16, 16), learn_sigma: bool = True):
+        super().__init__()
+        if depth % 2:
+            raise ValueError(f"depth ({depth}) must be even: spatial and temporal blocks alternate")
+        self.patch_size, self.hidden_size = patch_size, hidden_size
+        self.out_channels = in_channels * (2 if learn_sigma else 1)
+        self.grid = (input_size[0] // patch_size, input_size[1] // patch_size)
+        self.x_embedder = PatchEmbed(tuple(input_size), patch_size, in_channels, hidden_size, strict_img_size=False)
+        self.time_proj = Timesteps(256, flip_sin_to_cos=True, downscale_freq_shift=0)
+        self.t_embedder = TimestepEmbedding(256, hidden_size)
+        self.pos_embed = nn.Parameter(pos_embed_2d(hidden_size, self.grid), requires_grad=False)
+        self.blocks = nn.ModuleList(DiTBlock(hidden_size, num_heads) for _ in range(depth))  # spatial, temporal, ...
+        self.final_layer = FinalLayer(hidden_size, patch_size, self.out_channels)
+        self.initialize_weights()
+
+    def initialize_weights(self):
+        dit_init(self, [b.adaLN_modulation[-1] for b in self.blocks] +
+                 [self.final_layer.adaLN_modulation[-1], self.final_layer.linear])
 
     def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         shift_a, scale_a, gate_a, shift_m, scale_m, gate_m = self.adaLN_modulation(c)[:, None].chunk(6, dim=-1)

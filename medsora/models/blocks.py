@@ -152,3 +152,24 @@ class FinalLayer(nn.Module):
         """x (N, l, d), c (N, d) -> (N, l, p·p·out)."""
         shift, scale = self.adaLN_modulation(c)[:, None].chunk(2, dim=-1)
         return self.linear(modulate(self.norm_final(x), shift, scale))
+
+
+def dit_init(model: nn.Module, zero: list[nn.Module]) -> None:
+    """DiT initialisation: Xavier-uniform Linears, patch embedding as a Linear, timestep MLP normal(0.02),
+    and the modules in `zero` (adaLN outputs, final layer, ...) set to zero. `model` has DiT's
+    `x_embedder` (timm PatchEmbed) and `t_embedder` (diffusers TimestepEmbedding)."""
+    def _basic_init(m):
+        if isinstance(m, nn.Linear):
+            nn.init.xavier_uniform_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+    model.apply(_basic_init)
+    w = model.x_embedder.proj.weight
+    nn.init.xavier_uniform_(w.view(w.shape[0], -1))
+    nn.init.zeros_(model.x_embedder.proj.bias)
+    nn.init.normal_(model.t_embedder.linear_1.weight, std=0.02)
+    nn.init.normal_(model.t_embedder.linear_2.weight, std=0.02)
+    for m in zero:
+        nn.init.zeros_(m.weight)
+        if getattr(m, "bias", None) is not None:
+            nn.init.zeros_(m.bias)

@@ -15,7 +15,7 @@ from timm.layers import PatchEmbed
 from torch import nn
 
 from medsora.config import ModelConfig, model_preset
-from medsora.models.blocks import FinalLayer, MedSoraBlock, pos_embed_2d
+from medsora.models.blocks import FinalLayer, MedSoraBlock, dit_init, pos_embed_2d
 
 
 class MedSora(nn.Module):
@@ -37,26 +37,11 @@ class MedSora(nn.Module):
         self.initialize_weights()
 
     def initialize_weights(self):
-        """DiT initialisation: Xavier-uniform Linears (Mamba projections too), zero adaLN, final layer and q/k/v."""
-        def _basic_init(m):
-            if isinstance(m, nn.Linear):
-                nn.init.xavier_uniform_(m.weight)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-        self.apply(_basic_init)
-        w = self.x_embedder.proj.weight
-        nn.init.xavier_uniform_(w.view(w.shape[0], -1))
-        nn.init.zeros_(self.x_embedder.proj.bias)
-        nn.init.normal_(self.t_embedder.linear_1.weight, std=0.02)
-        nn.init.normal_(self.t_embedder.linear_2.weight, std=0.02)
+        """DiT initialisation (Mamba projections Xavier too); adaLN, final layer and q/k/v zero (as the authors)."""
+        zero = [self.final_layer.adaLN_modulation[-1], self.final_layer.linear]
         for block in self.blocks:
-            nn.init.zeros_(block.adaLN_modulation[-1].weight)
-            nn.init.zeros_(block.adaLN_modulation[-1].bias)
-            for proj in (block.attn.to_q, block.attn.to_k, block.attn.to_v):
-                nn.init.zeros_(proj.weight)
-        for m in (self.final_layer.adaLN_modulation[-1], self.final_layer.linear):
-            nn.init.zeros_(m.weight)
-            nn.init.zeros_(m.bias)
+            zero += [block.adaLN_modulation[-1], block.attn.to_q, block.attn.to_k, block.attn.to_v]
+        dit_init(self, zero)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, num_video_frames: int | None = None,
                 return_features: bool = False):
