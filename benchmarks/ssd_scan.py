@@ -100,6 +100,9 @@ def step(module, x, micro_batch=None):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--hf-max-seqs", type=int, default=0,
+                    help="time (b) on at most this many sequences and scale its time linearly (sequences are "
+                         "independent and it runs in micro-batches anyway); 0 = all")
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "ssd_scan.md"))
     args = ap.parse_args()
@@ -121,14 +124,19 @@ def main():
         assert err < 1e-4, f"transformers and ours differ by {err} at {bsz}x{seqlen}"
         padded = bsz * -(-seqlen // 256) * 256
         hf_mb = None if padded <= HF_MAX_PADDED else max(1, HF_MAX_PADDED // (-(-seqlen // 256) * 256))
+        hf_n = bsz if not args.hf_max_seqs or bsz <= args.hf_max_seqs else args.hf_max_seqs
         cases = {
             "ours": step(layer, x),
-            "transformers": step(hf, x, hf_mb),
+            "transformers": step(hf, x[:hf_n], hf_mb),
             "sequential": step(Sequential(layer), x) if seqlen <= SEQUENTIAL_MAX_LEN else None,
             "floor": lambda: (floor(x).square().mean().backward(), [setattr(p, "grad", None) for p in floor_module.parameters()]),
         }
         times = timed({k: v for k, v in cases.items() if v is not None}, args.repeats)
         res = {k: None if v is None else (*times[k], peak_bytes(v)) for k, v in cases.items()}
+        if hf_n < bsz:  # scaled from hf_n sequences to all of them
+            w, c, m = res["transformers"]
+            res["transformers"] = (w * bsz / hf_n, c * bsz / hf_n, m)
+            hf_mb = f"{hf_mb}, timed on {hf_n} sequences and scaled ×{bsz / hf_n:g}"
         for name, r in res.items():
             if r is not None:
                 print(f"{bsz}x{seqlen} {name}: {r[0]*1e3:.0f} ms wall, {r[1]*1e3:.0f} ms CPU, {r[2]/2**20:.0f} MiB",
@@ -164,7 +172,8 @@ def main():
         "chunks would need tens of GB, (b) runs in micro-batches (gradients accumulate): its time is for all sequences, "
         "its peak is that of one micro-batch. (c) is skipped above 256 steps (one Python step per token; its backward keeps every state).",
         "",
-        "Command: `python benchmarks/ssd_scan.py" + (f" --repeats {args.repeats}" if args.repeats != 3 else "") + "`",
+        "Command: `python benchmarks/ssd_scan.py" + (f" --repeats {args.repeats}" if args.repeats != 3 else "")
+        + (f" --hf-max-seqs {args.hf_max_seqs}" if args.hf_max_seqs else "") + "`",
     ]
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
