@@ -102,6 +102,7 @@ class TrainConfig:
     holdout_clips: int = 0           # clips of the cache kept out of training for the held-out denoising loss
     eval_every: int = 500            # steps between held-out evaluations (EMA weights)
     keep_checkpoints: int = 3
+    on_checkpoint_error: str = "stop"  # stop | continue: what a failed checkpoint write (disk full, ...) does
 
 
 @dataclass
@@ -341,6 +342,8 @@ def validate(cfg: Config) -> Config:
     _check(0.0 <= t.ema_decay < 1.0, "train.ema_decay", t.ema_decay, "a number in [0, 1), e.g. 0.9999")
     for name in ("grad_clip", "align_weight", "align_margin", "weight_decay"):
         _check(getattr(t, name) >= 0, f"train.{name}", getattr(t, name), "a number >= 0")
+    _check(t.on_checkpoint_error in ("stop", "continue"), "train.on_checkpoint_error", t.on_checkpoint_error,
+           "stop or continue")
     f = cfg.flow
     _check(f.method in ("raft", "farneback"), "flow.method", f.method, "raft or farneback")
     _check(f.colour in ("hsv", "middlebury"), "flow.colour", f.colour, "hsv or middlebury")

@@ -14,10 +14,12 @@ import copy
 import json
 import logging
 import math
+import os
 import time
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from .cache import LatentDataset
@@ -102,13 +104,36 @@ def denoising_loss(model, diffusion: GaussianDiffusion, ds: LatentDataset, num_v
     return total / max(n, 1)
 
 
+def _init_distributed() -> tuple[int, int, int, bool]:
+    """(rank, world size, local rank, whether we started the process group) from torchrun's environment."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1, 0, False
+    started = not dist.is_initialized()
+    if started:
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")), started
+
+
 def train(cfg: Config, cache_dir: str | Path, run_dir: str | Path | None = None, resume: str | None = None,
           progress: bool = True, device: str | None = None) -> dict:
-    """Train from a latent cache into `run_dir` (default cfg.train.out_dir); returns a summary dict."""
+    """Train from a latent cache into `run_dir` (default cfg.train.out_dir); returns a summary dict.
+
+    Under torchrun (WORLD_SIZE > 1) each process takes its share of every global batch (DistributedDataParallel,
+    gloo on CPU, nccl on GPUs); the noise and timesteps are drawn for the global batch, so N processes compute
+    what one process with the same global batch computes. Only rank 0 writes logs and checkpoints.
+    """
     t = cfg.train
+    rank, world, local_rank, started_pg = _init_distributed()
+    main = rank == 0
+    for name in ("batch_size", "warm_batch_size"):
+        if getattr(t, name) % world:
+            raise TrainError(f"train.{name}={getattr(t, name)} is the global batch and must be divisible by the "
+                             f"{world} processes")
     run_dir = Path(run_dir or t.out_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    default = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
+    device = torch.device(device or default)
     torch.manual_seed(t.seed)
 
     full = LatentDataset(cache_dir, seed=t.seed, hflip=cfg.data.hflip)
@@ -127,6 +152,8 @@ def train(cfg: Config, cache_dir: str | Path, run_dir: str | Path | None = None,
     model = build_model(cfg.model).to(device)
     ema = copy.deepcopy(model).requires_grad_(False).eval()
     diffusion = make_diffusion(cfg)
+    net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
+        if world > 1 else model
     opt = torch.optim.AdamW(model.parameters(), lr=phase(cfg, 0)[0], weight_decay=t.weight_decay)
     step, epoch, batch_in_epoch, skipped = 0, 0, 0, 0
 
@@ -143,11 +170,14 @@ def train(cfg: Config, cache_dir: str | Path, run_dir: str | Path | None = None,
         step, epoch = meta["step"], meta["epoch"]
         batch_in_epoch, skipped = meta["extra"]["batch_in_epoch"], meta["extra"]["skipped"]
         log.info("resumed from %s (step %d, epoch %d)", ckpt, step, epoch)
-    (run_dir / "config.yaml").write_text(to_yaml(cfg))
-    metrics_file = open(run_dir / "metrics.jsonl", "a")
-    tb = _tensorboard(run_dir)
+    if main:
+        (run_dir / "config.yaml").write_text(to_yaml(cfg))
+    metrics_file = open(run_dir / "metrics.jsonl", "a") if main else None
+    tb = _tensorboard(run_dir) if main else None
 
     def log_row(row: dict) -> None:
+        if not main:
+            return
         metrics_file.write(json.dumps(row) + "\n")
         metrics_file.flush()
         if tb is not None:
@@ -156,19 +186,31 @@ def train(cfg: Config, cache_dir: str | Path, run_dir: str | Path | None = None,
                     tb.add_scalar(k, v, row["step"])
 
     fv = ds[0]["video"].shape[0]
-    if held is not None and step == 0:
+    if held is not None and step == 0 and main:
         log_row({"step": 0, "eval_mse": denoising_loss(ema, diffusion, held, fv, device)})
     total_steps = sum(math.ceil(n_train / phase(cfg, e)[1]) for e in range(t.epochs))
     if t.max_steps:
         total_steps = min(total_steps, t.max_steps)
-    bar = tqdm(total=total_steps, initial=step, desc="train", unit="step", disable=not progress)
+    bar = tqdm(total=total_steps, initial=step, desc="train", unit="step", disable=not (progress and main))
     started, last = time.perf_counter(), None
     steps_this_run = 0
 
     def checkpoint() -> None:
-        save_checkpoint(run_dir, step, model, ema, opt, to_dict(cfg), epoch=epoch, keep=t.keep_checkpoints,
-                        extra={"batch_in_epoch": batch_in_epoch, "skipped": skipped,
-                               "cache": str(Path(cache_dir).resolve()), "vae": full.manifest["vae"]})
+        failed = torch.zeros(1)
+        if main:
+            try:
+                save_checkpoint(run_dir, step, model, ema, opt, to_dict(cfg), epoch=epoch, keep=t.keep_checkpoints,
+                                extra={"batch_in_epoch": batch_in_epoch, "skipped": skipped,
+                                       "cache": str(Path(cache_dir).resolve()), "vae": full.manifest["vae"]})
+            except OSError as e:  # disk full, permissions: the previous checkpoints are intact
+                log.error("could not write the checkpoint of step %d in %s: %s", step, run_dir, e)
+                failed[0] = 1
+        if world > 1:
+            dist.all_reduce(failed)
+        if failed.item() and t.on_checkpoint_error == "stop":
+            raise TrainError(f"checkpoint of step {step} could not be written in {run_dir / 'checkpoints'} (see the "
+                             "log); the previous checkpoints are intact: free space and `--resume auto`, or set "
+                             "train.on_checkpoint_error=continue")
 
     while epoch < t.epochs and step < total_steps:
         lr, bs = phase(cfg, epoch)
@@ -179,15 +221,21 @@ def train(cfg: Config, cache_dir: str | Path, run_dir: str | Path | None = None,
         clip = t.grad_clip if (epoch >= t.grad_clip_from_epoch and t.grad_clip > 0) else math.inf
         while batch_in_epoch < len(batches) and step < total_steps:
             model.train()
-            batch = _batch(ds, batches[batch_in_epoch], device)
+            ids = batches[batch_in_epoch]
+            n = len(ids) - len(ids) % world            # with N processes a last partial batch is trimmed to N | n
+            if n == 0:
+                batch_in_epoch += 1
+                continue
+            mine = slice(rank * n // world, (rank + 1) * n // world)
+            batch = _batch(ds, ids[:n][mine], device)
             x0 = torch.cat([batch["video"], batch["images"]], dim=1) if joint else batch["video"]
-            g = torch.Generator().manual_seed(t.seed * 1_000_003 + step)
-            tt = torch.randint(0, diffusion.num_timesteps, (x0.shape[0],), generator=g).to(device)
-            noise = torch.randn(x0.shape, generator=g).to(device)
+            g = torch.Generator().manual_seed(t.seed * 1_000_003 + step)   # drawn for the global batch
+            tt = torch.randint(0, diffusion.num_timesteps, (n,), generator=g)[mine].to(device)
+            noise = torch.randn((n, *x0.shape[1:]), generator=g)[mine].to(device)
             torch.manual_seed(t.seed * 7_919 + step)  # dropout of this step
 
             def model_fn(x_t, ts):
-                return model(x_t, ts, num_video_frames=fv, return_features=align)
+                return net(x_t, ts, num_video_frames=fv, return_features=align)
 
             losses = diffusion.training_losses(model_fn, x0, tt, noise=noise)
             loss = losses["loss"].mean()
@@ -198,7 +246,10 @@ def train(cfg: Config, cache_dir: str | Path, run_dir: str | Path | None = None,
                 loss = loss + t.align_weight * l_align
             opt.zero_grad(set_to_none=True)
             grad_norm = None
-            if not torch.isfinite(loss):
+            finite = torch.isfinite(loss.detach()).float()
+            if world > 1:                                # every process skips the same steps
+                dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+            if not finite.item():
                 skipped += 1
                 log.warning("step %d: loss is %s; step skipped (%d so far)", step, loss.item(), skipped)
             else:
@@ -218,13 +269,17 @@ def train(cfg: Config, cache_dir: str | Path, run_dir: str | Path | None = None,
                 now = time.perf_counter()
                 its = t.log_every / (now - last) if last else steps_this_run / (now - started)
                 last = now
-                row = {"step": step, "epoch": epoch, "loss": loss.item(), "mse": losses["mse"].mean().item(),
-                       "vb": losses["vb"].mean().item(), "align": l_align.item(), "lr": lr,
-                       "grad_norm": grad_norm, "it_s": its,
-                       "skipped": skipped}
+                parts = torch.stack([loss.detach(), losses["mse"].detach().mean(), losses["vb"].detach().mean(),
+                                     l_align.detach()]).float()
+                if world > 1:
+                    dist.all_reduce(parts)
+                    parts /= world
+                row = {"step": step, "epoch": epoch, "loss": parts[0].item(), "mse": parts[1].item(),
+                       "vb": parts[2].item(), "align": parts[3].item(), "lr": lr, "grad_norm": grad_norm,
+                       "it_s": its, "skipped": skipped}
                 log_row(row)
                 bar.set_postfix(loss=f"{row['loss']:.4f}", it_s=f"{its:.2f}")
-            if held is not None and (step % t.eval_every == 0 or step == total_steps):
+            if held is not None and main and (step % t.eval_every == 0 or step == total_steps):
                 log_row({"step": step, "eval_mse": denoising_loss(ema, diffusion, held, fv, device)})
             if step % t.ckpt_every == 0 and step < total_steps:
                 checkpoint()
@@ -232,9 +287,12 @@ def train(cfg: Config, cache_dir: str | Path, run_dir: str | Path | None = None,
             epoch, batch_in_epoch = epoch + 1, 0
     bar.close()
     checkpoint()
-    metrics_file.close()
+    if main:
+        metrics_file.close()
     if tb is not None:
         tb.close()
+    if started_pg:
+        dist.destroy_process_group()
     return {"run_dir": str(run_dir), "steps": step, "epochs": epoch, "skipped": skipped,
             "seconds": time.perf_counter() - started}
 

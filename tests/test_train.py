@@ -227,3 +227,51 @@ def test_alignment_end_to_end_adds_no_parameters(synth_mp4, vae, tmp_path):
     assert any(not torch.equal(a[k], b[k]) for k in a)         # the alignment gradient did change the weights
     with pytest.raises(CacheError, match="flow"):              # a flow cache is not silently reused without flow
         build_cache(off, vae, tmp_path / "c", shard_size=4, progress=False)
+
+
+class _Payload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):  # unpickling this would create the marker file
+        return (open, (self.marker, "w"))
+
+
+def test_pickle_payload_is_refused_and_never_executed(tmp_path):
+    import pickle
+
+    from medsora.checkpoint import load_weights
+
+    marker = tmp_path / "pwned"
+    bad = tmp_path / "model.safetensors"
+    bad.write_bytes(pickle.dumps({"weight": _Payload(str(marker))}))
+    with pytest.raises(CheckpointError, match="not a readable safetensors file"):
+        load_weights(bad, build_model("tiny"))
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("policy", ["stop", "continue"])
+def test_checkpoint_write_failure(cache, synth_mp4, tmp_path, monkeypatch, policy):
+    import errno
+
+    import medsora.checkpoint as ckpt_mod
+
+    real = ckpt_mod.save_file
+    calls = {"n": 0}
+
+    def disk_full(tensors, path, *a, **k):
+        calls["n"] += 1
+        if calls["n"] > 4:  # the first checkpoint (4 files) is written, then the disk is full
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(tensors, path, *a, **k)
+
+    monkeypatch.setattr(ckpt_mod, "save_file", disk_full)
+    cfg = tiny_cfg(synth_mp4, "train.max_steps=6", "train.ckpt_every=2", f"train.on_checkpoint_error={policy}")
+    if policy == "stop":
+        with pytest.raises(TrainError, match="could not be written"):
+            train(cfg, cache, tmp_path / "r", progress=False)
+    else:
+        assert train(cfg, cache, tmp_path / "r", progress=False)["steps"] == 6
+    # the step-2 checkpoint is intact and no temporary folder is left behind
+    assert [p.name for p in (tmp_path / "r" / "checkpoints").iterdir()] == ["step-00000002"]
+    assert latest_checkpoint(tmp_path / "r").name == "step-00000002"
