@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 
@@ -92,8 +93,9 @@ def cmd_train(args) -> int:
 
     cfg = _load(args)
     summary = train(cfg, args.cache, args.run_dir, resume=args.resume, device=args.device)
-    print(f"trained {summary['steps']} steps ({summary['skipped']} skipped) in {summary['seconds']:.0f}s -> "
-          f"{summary['run_dir']}")
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, one line, not one per process
+        print(f"trained {summary['steps']} steps ({summary['skipped']} skipped) in {summary['seconds']:.0f}s -> "
+              f"{summary['run_dir']}")
     return 0
 
 
