@@ -102,6 +102,8 @@ class TrainConfig:
     holdout_clips: int = 0           # clips of the cache kept out of training for the held-out denoising loss
     eval_every: int = 500            # steps between held-out evaluations (EMA weights)
     keep_checkpoints: int = 3
+    grad_accum: int = 1              # micro-batches per optimizer step (the batch size stays the global batch)
+    precision: str = "fp32"          # fp32 | bf16 | fp16 (mixed precision on CUDA; the CPU always runs fp32)
     on_checkpoint_error: str = "stop"  # stop | continue: what a failed checkpoint write (disk full, ...) does
 
 
@@ -335,7 +337,8 @@ def validate(cfg: Config) -> Config:
                "a positive learning rate, e.g. 1e-4")
     for name in ("batch_size", "warm_batch_size", "epochs", "log_every", "ckpt_every"):
         _check(getattr(t, name) >= 1, f"train.{name}", getattr(t, name), "an integer >= 1")
-    for name in ("eval_every", "keep_checkpoints"):
+    _check(t.precision in ("fp32", "bf16", "fp16"), "train.precision", t.precision, "fp32, bf16 or fp16")
+    for name in ("eval_every", "keep_checkpoints", "grad_accum"):
         _check(getattr(t, name) >= 1, f"train.{name}", getattr(t, name), "an integer >= 1")
     for name in ("warm_epochs", "grad_clip_from_epoch", "max_steps", "holdout_clips"):
         _check(getattr(t, name) >= 0, f"train.{name}", getattr(t, name), "an integer >= 0")

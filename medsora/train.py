@@ -10,6 +10,7 @@ and dropout of step s from (seed, s). A resumed run therefore continues exactly 
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import logging
@@ -127,9 +128,9 @@ def train(cfg: Config, cache_dir: str | Path, run_dir: str | Path | None = None,
     rank, world, local_rank, started_pg = _init_distributed()
     main = rank == 0
     for name in ("batch_size", "warm_batch_size"):
-        if getattr(t, name) % world:
+        if getattr(t, name) % (world * t.grad_accum):
             raise TrainError(f"train.{name}={getattr(t, name)} is the global batch and must be divisible by the "
-                             f"{world} processes")
+                             f"{world} processes x train.grad_accum={t.grad_accum} micro-batches")
     run_dir = Path(run_dir or t.out_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     default = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
@@ -156,6 +157,15 @@ def train(cfg: Config, cache_dir: str | Path, run_dir: str | Path | None = None,
         if world > 1 else model
     opt = torch.optim.AdamW(model.parameters(), lr=phase(cfg, 0)[0], weight_decay=t.weight_decay)
     step, epoch, batch_in_epoch, skipped = 0, 0, 0, 0
+    precision = t.precision if device.type == "cuda" else "fp32"
+    if precision != t.precision:
+        log.info("train.precision=%s applies to CUDA only; on %s everything stays float32", t.precision, device.type)
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+
+    def autocast():
+        return torch.autocast("cuda", dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+    scaler = torch.amp.GradScaler("cuda", enabled=precision == "fp16")   # a no-op pass-through otherwise
 
     ckpt = latest_checkpoint(run_dir) if resume == "auto" else (Path(resume) if resume else None)
     if resume and resume != "auto" and not (ckpt / "meta.json").exists():
@@ -169,6 +179,8 @@ def train(cfg: Config, cache_dir: str | Path, run_dir: str | Path | None = None,
                              "resume with the same preset/overrides or start a new run_dir")
         step, epoch = meta["step"], meta["epoch"]
         batch_in_epoch, skipped = meta["extra"]["batch_in_epoch"], meta["extra"]["skipped"]
+        if meta["extra"].get("grad_scaler"):
+            scaler.load_state_dict(meta["extra"]["grad_scaler"])
         log.info("resumed from %s (step %d, epoch %d)", ckpt, step, epoch)
     if main:
         (run_dir / "config.yaml").write_text(to_yaml(cfg))
@@ -201,6 +213,7 @@ def train(cfg: Config, cache_dir: str | Path, run_dir: str | Path | None = None,
             try:
                 save_checkpoint(run_dir, step, model, ema, opt, to_dict(cfg), epoch=epoch, keep=t.keep_checkpoints,
                                 extra={"batch_in_epoch": batch_in_epoch, "skipped": skipped,
+                                   "grad_scaler": scaler.state_dict() if scaler.is_enabled() else None,
                                        "cache": str(Path(cache_dir).resolve()), "vae": full.manifest["vae"]})
             except OSError as e:  # disk full, permissions: the previous checkpoints are intact
                 log.error("could not write the checkpoint of step %d in %s: %s", step, run_dir, e)
@@ -222,7 +235,8 @@ def train(cfg: Config, cache_dir: str | Path, run_dir: str | Path | None = None,
         while batch_in_epoch < len(batches) and step < total_steps:
             model.train()
             ids = batches[batch_in_epoch]
-            n = len(ids) - len(ids) % world            # with N processes a last partial batch is trimmed to N | n
+            parts_per_batch = world * t.grad_accum
+            n = len(ids) - len(ids) % parts_per_batch   # a last partial batch is trimmed to a multiple of them
             if n == 0:
                 batch_in_epoch += 1
                 continue
@@ -237,30 +251,43 @@ def train(cfg: Config, cache_dir: str | Path, run_dir: str | Path | None = None,
             def model_fn(x_t, ts):
                 return net(x_t, ts, num_video_frames=fv, return_features=align)
 
-            losses = diffusion.training_losses(model_fn, x0, tt, noise=noise)
-            loss = losses["loss"].mean()
-            l_align = torch.zeros((), device=device)
-            if align:
-                feats = losses["extra"]                        # one (B, f_v, l, d) per block
-                l_align = alignment_loss_of(feats, batch["flow"], aligned_blocks, tt, cfg)
-                loss = loss + t.align_weight * l_align
             opt.zero_grad(set_to_none=True)
             grad_norm = None
-            finite = torch.isfinite(loss.detach()).float()
+            sums = torch.zeros(4, device=device)        # loss, mse, vb, align (means over micro-batches)
+            finite = torch.ones(1, device=device)
+            micro = x0.shape[0] // t.grad_accum
+            for k in range(t.grad_accum):               # gradient accumulation; DDP syncs on the last one only
+                mb = slice(k * micro, (k + 1) * micro)
+                sync = world == 1 or k == t.grad_accum - 1
+                with (contextlib.nullcontext() if sync else net.no_sync()), autocast():
+                    losses = diffusion.training_losses(model_fn, x0[mb], tt[mb], noise=noise[mb])
+                    loss = losses["loss"].mean()
+                    l_align = torch.zeros((), device=device)
+                    if align:
+                        feats = losses["extra"]                    # one (B, f_v, l, d) per block
+                        l_align = alignment_loss_of(feats, batch["flow"][mb], aligned_blocks, tt[mb], cfg)
+                        loss = loss + t.align_weight * l_align
+                    # a NaN loss still goes through backward (so DDP's collectives stay matched); the step is dropped
+                    scaler.scale(loss / t.grad_accum).backward()
+                finite *= torch.isfinite(loss.detach()).float()
+                sums += torch.stack([loss.detach(), losses["mse"].detach().mean(), losses["vb"].detach().mean(),
+                                     l_align.detach()]).float() / t.grad_accum
             if world > 1:                                # every process skips the same steps
                 dist.all_reduce(finite, op=dist.ReduceOp.MIN)
             if not finite.item():
                 skipped += 1
-                log.warning("step %d: loss is %s; step skipped (%d so far)", step, loss.item(), skipped)
+                opt.zero_grad(set_to_none=True)
+                log.warning("step %d: loss is not finite; step skipped (%d so far)", step, skipped)
             else:
-                loss.backward()
+                scaler.unscale_(opt)
                 grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip).item()
                 if math.isfinite(grad_norm):
-                    opt.step()
+                    scaler.step(opt)
                     update_ema(ema, model, t.ema_decay)
                 else:
                     skipped += 1
                     log.warning("step %d: gradient norm is %s; step skipped", step, grad_norm)
+                scaler.update()
             step += 1
             steps_this_run += 1
             batch_in_epoch += 1
@@ -269,8 +296,7 @@ def train(cfg: Config, cache_dir: str | Path, run_dir: str | Path | None = None,
                 now = time.perf_counter()
                 its = t.log_every / (now - last) if last else steps_this_run / (now - started)
                 last = now
-                parts = torch.stack([loss.detach(), losses["mse"].detach().mean(), losses["vb"].detach().mean(),
-                                     l_align.detach()]).float()
+                parts = sums
                 if world > 1:
                     dist.all_reduce(parts)
                     parts /= world

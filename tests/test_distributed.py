@@ -1,4 +1,5 @@
-"""Scale-out and resilience through the CLI: 2 processes (gloo) == 1 process; SIGKILL + --resume auto == uninterrupted."""
+"""Scale-out and resilience through the CLI: 2 processes (gloo) == 1 process; SIGKILL + --resume auto ==
+uninterrupted, with 1 and 2 processes."""
 import os
 import random
 import signal
@@ -27,11 +28,16 @@ def cache(synth_mp4, tmp_path_factory):
     return out
 
 
+def launcher(nproc):
+    if nproc == 1:
+        return [sys.executable, "-m", "medsora.cli"]
+    return [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--master_port",
+            str(random.randint(20000, 40000)), "-m", "medsora.cli"]
+
+
 def cli(*args, nproc=1):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    launcher = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--master_port",
-                str(random.randint(20000, 40000)), "-m", "medsora.cli"] if nproc > 1 else [sys.executable, "-m", "medsora.cli"]
-    return subprocess.run([*launcher, *args], env=env, capture_output=True, text=True, timeout=600)
+    return subprocess.run([*launcher(nproc), *args], env=env, capture_output=True, text=True, timeout=600)
 
 
 def weights(run_dir, name="model.safetensors"):
@@ -56,16 +62,17 @@ def test_two_processes_equal_one(cache, tmp_path):
     assert any(not torch.equal(trained[k], init[k]) for k in trained if "adaLN" in k)
 
 
-def test_sigkill_then_resume_is_bit_identical(cache, tmp_path):
+@pytest.mark.parametrize("nproc", [1, 2])
+def test_sigkill_then_resume_is_bit_identical(cache, tmp_path, nproc):
     common = ["train", "--cache", str(cache), *ARGS, "train.batch_size=2", "train.max_steps=40", "train.epochs=100",
               "train.ckpt_every=3"]
-    ref = cli(*common, "--run-dir", str(tmp_path / "ref"))
+    ref = cli(*common, "--run-dir", str(tmp_path / "ref"), nproc=nproc)
     assert ref.returncode == 0, ref.stderr[-2000:]
     run = tmp_path / "killed"
-    kill_at = random.Random(0).randint(8, 30)
-    proc = subprocess.Popen([sys.executable, "-m", "medsora.cli", *common, "--run-dir", str(run)],
+    kill_at = random.Random(nproc).randint(8, 30)
+    proc = subprocess.Popen([*launcher(nproc), *common, "--run-dir", str(run)],
                             env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+                            stderr=subprocess.DEVNULL, start_new_session=True)
     metrics = run / "metrics.jsonl"
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
@@ -73,10 +80,10 @@ def test_sigkill_then_resume_is_bit_identical(cache, tmp_path):
             break
         time.sleep(0.02)
     assert proc.poll() is None, "the run finished before it could be killed"
-    proc.send_signal(signal.SIGKILL)
+    os.killpg(proc.pid, signal.SIGKILL)                   # the launcher and every training process
     proc.wait()
     assert latest_checkpoint(run) is not None
-    resumed = cli(*common, "--run-dir", str(run), "--resume", "auto")
+    resumed = cli(*common, "--run-dir", str(run), "--resume", "auto", nproc=nproc)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     for name in ("model.safetensors", "ema.safetensors", "optimizer.safetensors"):
         a, b = weights(tmp_path / "ref", name), weights(run, name)

@@ -275,3 +275,15 @@ def test_checkpoint_write_failure(cache, synth_mp4, tmp_path, monkeypatch, polic
     # the step-2 checkpoint is intact and no temporary folder is left behind
     assert [p.name for p in (tmp_path / "r" / "checkpoints").iterdir()] == ["step-00000002"]
     assert latest_checkpoint(tmp_path / "r").name == "step-00000002"
+
+
+def test_grad_accumulation_equals_one_big_batch(cache, synth_mp4, tmp_path):
+    base = ["train.batch_size=4", "train.max_steps=3", "model.attn_dropout=0"]
+    train(tiny_cfg(synth_mp4, *base), cache, tmp_path / "one", progress=False)
+    train(tiny_cfg(synth_mp4, *base, "train.grad_accum=2"), cache, tmp_path / "acc", progress=False)
+    train(tiny_cfg(synth_mp4, *base, "train.precision=bf16"), cache, tmp_path / "cpu_bf16", progress=False)
+    a, b, c = params(tmp_path / "one"), params(tmp_path / "acc"), params(tmp_path / "cpu_bf16")
+    assert max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-6
+    assert all(torch.equal(a[k], c[k]) for k in a)        # on CPU, mixed precision is off: float32 throughout
+    with pytest.raises(TrainError, match="grad_accum"):
+        train(tiny_cfg(synth_mp4, "train.batch_size=3", "train.grad_accum=2"), cache, tmp_path / "x", progress=False)
