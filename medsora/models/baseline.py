@@ -64,48 +64,6 @@ class VideoDiT(nn.Module):
         dit_init(self, [b.adaLN_modulation[-1] for b in self.blocks] +
                  [self.final_layer.adaLN_modulation[-1], self.final_layer.linear])
 
-    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        shift_a, scale_a, gate_a, shift_m, scale_m, gate_m = self.adaLN_modulation(c)[:, None].chunk(6, dim=-1)
-        x = x + gate_a * self.attn(modulate(self.norm1(x), shift_a, scale_a))
-        return x + gate_m * self.mlp(modulate(self.norm2(x), shift_m, scale_m))
-
-
-class VideoDiT(nn.Module):
-    """Latte-style video DiT. x (B, F, C, H, W) with f_v video frames then images -> (B, F, 2C or C, H, W)."""
-
-    def __init__(self, depth: int = 12, hidden_size: int = 768, num_heads: int = 12, patch_size: int = 2,
-                 in_channels: int = 4, input_size: tuple[int, int] = (16, 16), learn_sigma: bool = True):
-        super().__init__()
-        if depth % 2:
-            raise ValueError(f"depth ({depth}) must be even: spatial and temporal blocks alternate")
-        self.patch_size, self.hidden_size = patch_size, hidden_size
-        self.out_channels = in_channels * (2 if learn_sigma else 1)
-        self.grid = (input_size[0] // patch_size, input_size[1] // patch_size)
-        self.x_embedder = PatchEmbed(tuple(input_size), patch_size, in_channels, hidden_size, strict_img_size=False)
-        self.time_proj = Timesteps(256, flip_sin_to_cos=True, downscale_freq_shift=0)
-        self.t_embedder = TimestepEmbedding(256, hidden_size)
-        self.pos_embed = nn.Parameter(pos_embed_2d(hidden_size, self.grid), requires_grad=False)
-        self.blocks = nn.ModuleList(DiTBlock(hidden_size, num_heads) for _ in range(depth))  # spatial, temporal, ...
-        self.final_layer = FinalLayer(hidden_size, patch_size, self.out_channels)
-        self.initialize_weights()
-
-    def initialize_weights(self):
-        def _basic_init(m):
-            if isinstance(m, nn.Linear):
-                nn.init.xavier_uniform_(m.weight)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-        self.apply(_basic_init)
-        w = self.x_embedder.proj.weight
-        nn.init.xavier_uniform_(w.view(w.shape[0], -1))
-        nn.init.zeros_(self.x_embedder.proj.bias)
-        nn.init.normal_(self.t_embedder.linear_1.weight, std=0.02)
-        nn.init.normal_(self.t_embedder.linear_2.weight, std=0.02)
-        for m in [b.adaLN_modulation[-1] for b in self.blocks] + [self.final_layer.adaLN_modulation[-1],
-                                                                  self.final_layer.linear]:
-            nn.init.zeros_(m.weight)
-            nn.init.zeros_(m.bias)
-
     def forward(self, x: torch.Tensor, t: torch.Tensor, num_video_frames: int | None = None) -> torch.Tensor:
         b, frames, _, height, width = x.shape
         fv = frames if num_video_frames is None else num_video_frames
