@@ -319,9 +319,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # overrides (section.key=value) may stand anywhere on the line, also after an option
+    args, unknown = parser.parse_known_args(argv)
+    stray = [u for u in unknown if u.startswith("-") or "=" not in u or not hasattr(args, "overrides")]
+    if stray:
+        parser.error(f"unrecognized arguments: {' '.join(stray)}")
+    if unknown:
+        args.overrides = [*args.overrides, *unknown]
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
-    if getattr(args, "preset_name", None):
+    if getattr(args, "preset_name", None) and "=" in args.preset_name:  # an override, not a preset name
+        args.overrides.insert(0, args.preset_name)
+    elif getattr(args, "preset_name", None):
         args.preset = args.preset_name
     if not hasattr(args, "func"):
         # `medsora`, `medsora data`, ...: show the relevant help

@@ -62,3 +62,13 @@ def test_bad_files(tmp_path):
 def test_latent_frames():
     assert [latent_frames(n) for n in (16, 17, 8, 1, 4, 5)] == [4, 5, 2, 1, 1, 2]
     assert preset("tiny").model.in_channels == 4
+
+
+def test_cli_overrides_anywhere_on_the_line(capsys):
+    from medsora.cli import main
+
+    assert main(["config", "show", "train.seed=3", "--preset", "S", "data.size=256"]) == 0
+    out = capsys.readouterr().out
+    assert "preset: S" in out and "seed: 3" in out and "size: 256" in out
+    assert main(["config", "show", "B", "data.size=100"]) == 2
+    assert "data.size=100 is not allowed" in capsys.readouterr().err
