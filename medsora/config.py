@@ -27,26 +27,26 @@ class ConfigError(ValueError):
 class ModelConfig:
     """The MedSora backbone (SPEC.md, "Backbone block", Table 1 of the paper)."""
 
-    name: str = "B"
-    depth: int = 12
-    hidden_size: int = 512
-    patch_size: int = 2
+    name: str = "B"  # preset name (stored with checkpoints)
+    depth: int = 12  # number of MedSora blocks
+    hidden_size: int = 512  # token width d
+    patch_size: int = 2  # patch size on the latent grid
     in_channels: int = 16            # VAE latent channels
     input_size: tuple[int, int] = (16, 16)  # latent (height, width); 128 px / 8
     learn_sigma: bool = True         # output 2x channels (eps and the variance interpolation)
     # local window attention
-    attn_heads: int = 1
-    attn_window: int = 8
-    attn_look_backward: int = 1
-    attn_look_forward: int = 1
-    attn_dropout: float = 0.1
+    attn_heads: int = 1  # heads of the local window attention
+    attn_window: int = 8  # window of the local attention (tokens, raster order per frame)
+    attn_look_backward: int = 1  # windows each query also sees before its own
+    attn_look_forward: int = 1  # windows it sees after
+    attn_dropout: float = 0.1  # attention dropout in training
     # Mamba-2
-    d_state: int = 128
-    d_conv: int = 4
-    expand: int = 2
-    headdim: int = 64
-    ngroups: int = 1
-    chunk_size: int = 256
+    d_state: int = 128  # Mamba-2 state size N
+    d_conv: int = 4  # Mamba-2 causal conv width
+    expand: int = 2  # Mamba-2 inner width = expand * hidden_size
+    headdim: int = 64  # Mamba-2 head dimension P
+    ngroups: int = 1  # Mamba-2 B/C groups
+    chunk_size: int = 256  # SSD chunk length (shorter sequences use their own length)
     # DINO layer aligned with each block (Table 1); empty = no block is aligned
     align_layers: tuple[int, ...] = tuple(range(12))
 
@@ -57,51 +57,51 @@ class DataConfig:
 
     root: str = ""                   # folder of videos and/or frame folders; "" = none given
     num_frames: int = 16             # frames the VAE sees; F+1 are read for flow
-    frame_stride: int = 3
+    frame_stride: int = 3            # take every k-th frame of the source
     size: int = 128                  # short side resize then centre crop to size x size
     num_images: int = 8              # joint-training single frames from other videos; 0 switches it off
-    hflip: bool = True
+    hflip: bool = True               # random horizontal flip (the cache stores both orientations)
     index_dir: str = ""              # where the dataset index is cached; "" = <root>/.medsora-index.json
     num_workers: int = 2
 
 
 @dataclass
 class DiffusionConfig:
-    num_timesteps: int = 1000
-    beta_start: float = 1e-4
-    beta_end: float = 0.02
-    learn_sigma: bool = True
+    num_timesteps: int = 1000  # diffusion steps T
+    beta_start: float = 1e-4  # linear beta schedule start
+    beta_end: float = 0.02  # linear beta schedule end
+    learn_sigma: bool = True         # learned-range variance (model outputs 2x channels)
     sampler: str = "ddim"            # ddim | ddpm
-    sample_steps: int = 250
-    eta: float = 0.0
+    sample_steps: int = 250  # respaced sampling steps
+    eta: float = 0.0  # DDIM eta (0 = deterministic)
 
 
 @dataclass
 class TrainConfig:
     """Section 4.1: lr 1e-3 / batch 16 for `warm_epochs`, then lr 1e-4 / batch 2."""
 
-    epochs: int = 100
-    warm_epochs: int = 2
-    warm_lr: float = 1e-3
-    warm_batch_size: int = 16
-    lr: float = 1e-4
-    batch_size: int = 2
-    weight_decay: float = 0.0
-    ema_decay: float = 0.9999
-    grad_clip: float = 1.0
-    grad_clip_from_epoch: int = 25
+    epochs: int = 100  # epochs to train
+    warm_epochs: int = 2  # epochs of the warm phase
+    warm_lr: float = 1e-3  # AdamW lr of the warm phase
+    warm_batch_size: int = 16  # global batch of the warm phase
+    lr: float = 1e-4  # AdamW lr of the main phase
+    batch_size: int = 2  # global batch of the main phase
+    weight_decay: float = 0.0  # AdamW weight decay
+    ema_decay: float = 0.9999  # EMA decay of the sampling weights
+    grad_clip: float = 1.0  # max gradient norm (0 = off)
+    grad_clip_from_epoch: int = 25  # first epoch with gradient clipping
     align_weight: float = 0.01       # alpha of L_align (the authors' code uses 0.1)
-    align_margin: float = 0.01
+    align_margin: float = 0.01  # hinge margin of L_align
     align: bool = True               # optical-flow representation alignment (needs `medsora cache --flow`)
     joint_images: bool = True        # append the cached joint-training image latents to each clip
     seed: int = 0
-    out_dir: str = "runs/medsora"
-    log_every: int = 10
-    ckpt_every: int = 1000
+    out_dir: str = "runs/medsora"  # run folder when --run-dir is not given
+    log_every: int = 10  # steps between metrics.jsonl rows
+    ckpt_every: int = 1000  # steps between checkpoints
     max_steps: int = 0               # 0 = run all epochs
     holdout_clips: int = 0           # clips of the cache kept out of training for the held-out denoising loss
     eval_every: int = 500            # steps between held-out evaluations (EMA weights)
-    keep_checkpoints: int = 3
+    keep_checkpoints: int = 3  # newest checkpoints kept
     grad_accum: int = 1              # micro-batches per optimizer step (the batch size stays the global batch)
     precision: str = "fp32"          # fp32 | bf16 | fp16 (mixed precision on CUDA; the CPU always runs fp32)
     on_checkpoint_error: str = "stop"  # stop | continue: what a failed checkpoint write (disk full, ...) does
