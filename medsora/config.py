@@ -48,7 +48,7 @@ class ModelConfig:
     ngroups: int = 1  # Mamba-2 B/C groups
     chunk_size: int = 256  # SSD chunk length (shorter sequences use their own length)
     # DINO layer aligned with each block (Table 1); empty = no block is aligned
-    align_layers: tuple[int, ...] = tuple(range(12))
+    align_layers: tuple[int, ...] = tuple(range(12))  # DINO layer aligned with each block
 
 
 @dataclass
@@ -62,7 +62,7 @@ class DataConfig:
     num_images: int = 8              # joint-training single frames from other videos; 0 switches it off
     hflip: bool = True               # random horizontal flip (the cache stores both orientations)
     index_dir: str = ""              # where the dataset index is cached; "" = <root>/.medsora-index.json
-    num_workers: int = 2
+    num_workers: int = 2             # DataLoader workers for pixel data
 
 
 @dataclass
@@ -94,7 +94,7 @@ class TrainConfig:
     align_margin: float = 0.01  # hinge margin of L_align
     align: bool = True               # optical-flow representation alignment (needs `medsora cache --flow`)
     joint_images: bool = True        # append the cached joint-training image latents to each clip
-    seed: int = 0
+    seed: int = 0                    # seeds data order, noise, timesteps and dropout
     out_dir: str = "runs/medsora"  # run folder when --run-dir is not given
     log_every: int = 10  # steps between metrics.jsonl rows
     ckpt_every: int = 1000  # steps between checkpoints
