@@ -283,3 +283,15 @@ def test_clip_targets_shapes_flip_and_batch(tmp_path):
     assert batched[2].shape == (2, 2, 16, 32)
     assert torch.allclose(batched[2][0], plain[2], atol=1e-5)
     assert torch.allclose(batched[2][1], flow_targets(flow.flip(0), dino, layers, s)[2], atol=1e-5)
+
+
+def test_dino_weights_of_another_network_are_refused_by_name(tmp_path):
+    import timm
+    from safetensors.torch import save_file
+
+    from medsora.flow.dino import load_dino
+
+    other = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=0)
+    save_file(other.state_dict(), str(tmp_path / "not_dino.safetensors"))
+    with pytest.raises(ValueError, match=r"not_dino\.safetensors does not hold vit_small_patch8_224\.dino"):
+        load_dino(tmp_path / "not_dino.safetensors", img_size=64)

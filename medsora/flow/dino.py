@@ -59,8 +59,13 @@ def load_dino(weights: str | Path | None, img_size: int | tuple[int, int] = 128,
             path = Path(weights).expanduser()
             if not path.is_file():
                 raise FileNotFoundError(f"DINO weights not found: {path}. Download {DINO_SOURCES}.")
-            sd = checkpoint_filter_fn(_read_state_dict(path), model)      # resamples pos_embed to img_size
-            model.load_state_dict(sd, strict=True)
+            try:
+                sd = checkpoint_filter_fn(_read_state_dict(path), model)  # resamples pos_embed to img_size
+                model.load_state_dict(sd, strict=True)
+            except (RuntimeError, KeyError) as e:
+                first = str(e).strip().splitlines()[:3]
+                raise ValueError(f"{path} does not hold {name} weights: {' '.join(first)[:400]}. "
+                                 f"Use {DINO_SOURCES}.") from None
     return model.eval().requires_grad_(False)
 
 
