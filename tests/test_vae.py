@@ -272,3 +272,14 @@ def test_ffl_zero_for_identical_and_weight_has_no_gradient():
     loss.backward()
     assert abs(loss.item() - 16 / 16) < 1e-6
     torch.testing.assert_close(pred.grad, torch.full_like(pred, -2 / 16))
+
+
+def test_vae_folder_whose_weights_do_not_fit_its_config_is_refused_by_name(tmp_path):
+    import json
+
+    VideoVAE.tiny(seed=0).save_pretrained(tmp_path / "vae")
+    cfg = json.loads((tmp_path / "vae" / "config.json").read_text())
+    cfg["block_out_channels"] = [32, 32, 64, 64]
+    (tmp_path / "vae" / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match=r"the VAE in .*vae could not be loaded: .*size mismatch"):
+        VideoVAE.from_pretrained(tmp_path / "vae")

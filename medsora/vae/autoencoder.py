@@ -93,7 +93,13 @@ class VideoVAE(nn.Module):
                 raise FileNotFoundError(
                     f"{folder / WEIGHTS_NAME} not found: the VAE weights are missing. Download them from "
                     f"{COGVIDEOX_URL} into {folder}, or train a tiny VAE (`train_tiny_vae`).")
-            vae = AutoencoderKLCogVideoX.from_pretrained(folder, torch_dtype=torch_dtype)
+            try:
+                vae = AutoencoderKLCogVideoX.from_pretrained(folder, torch_dtype=torch_dtype)
+            except (RuntimeError, ValueError, OSError) as e:  # weights that do not fit config.json, broken files
+                first = " ".join(str(e).strip().splitlines()[:3])[:400]
+                raise ValueError(f"the VAE in {folder} could not be loaded: {first}. Its weights must match its "
+                                 f"config.json (the `vae` folder of CogVideoX-2b as downloaded from {COGVIDEOX_URL}, "
+                                 "or a folder written by train_tiny_vae).") from None
             name = json.loads((folder / "config.json").read_text()).get("_medsora_name", "cogvideox")
         elif _looks_like_hub_id(str(path_or_hub_id)):
             try:
