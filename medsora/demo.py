@@ -118,7 +118,11 @@ def run_demo(out: str | Path = "runs/demo", videos: int = 12, frames: int = 100,
 
     _stage(out, "metrics", timings, metrics_stage, progress)
 
-    if not align:
+    if align:
+        notes.append(f"Optical-flow alignment was ON: flow by {cfg.flow.method} "
+                     f"({cfg.flow.raft_weights or 'no weights needed'}), DINO weights {dino_weights}, "
+                     f"alpha={cfg.train.align_weight}, DINO layers {list(cfg.model.align_layers)}.")
+    else:
         notes.append("Optical-flow alignment was OFF: it needs DINO ViT-S/8 weights (flow.dino_weights / "
                      "--dino-weights), which cannot be downloaded here. No substitute features were used.")
     rows = [json.loads(line) for line in (out / "run" / "metrics.jsonl").read_text().splitlines()]
