@@ -61,27 +61,18 @@ def cmd_model_summary(args) -> int:
     return 0
 
 
-def load_vae(cfg, device=None):
-    from .vae.autoencoder import VideoVAE
-
-    if not cfg.vae.path:
-        raise ValueError("no VAE given: set vae.path=FOLDER (a CogVideoX `vae` folder, or a tiny VAE trained with "
-                         "`medsora vae train-tiny`)")
-    vae = VideoVAE.from_pretrained(cfg.vae.path, compensation=cfg.vae.compensation or None)
-    if device:
-        vae.to(device)
-    if cfg.vae.tiling:
-        vae.enable_tiling()
-    return vae.eval()
+def _require_root(cfg, what: str) -> None:
+    if not cfg.data.root:
+        raise ValueError(f"set data.root=FOLDER ({what})")
 
 
 def cmd_cache(args) -> int:
     from .cache import build_cache, flow_targets_from_config
+    from .vae.autoencoder import load_vae
 
     cfg = _load(args)
-    if not cfg.data.root:
-        raise ValueError("set data.root=FOLDER (the videos to encode)")
-    vae = load_vae(cfg, args.device)
+    _require_root(cfg, "the videos to encode")
+    vae = load_vae(cfg.vae, args.device)
     flow = flow_targets_from_config(cfg, vae.device) if args.flow else None
     out = build_cache(cfg, vae, args.out, flow=flow)
     print(f"latent cache ready: {out}")
@@ -100,16 +91,17 @@ def cmd_train(args) -> int:
 
 
 def cmd_sample(args) -> int:
-    from .sample import resolve_checkpoint, sample
     from .checkpoint import verify
     from .config import from_dict
+    from .sample import resolve_checkpoint, sample
+    from .vae.autoencoder import load_vae
 
     ckpt_cfg = from_dict(verify(resolve_checkpoint(args.checkpoint))["config"])
     if args.vae:
         ckpt_cfg.vae.path = args.vae
     if args.compensation:
         ckpt_cfg.vae.compensation = args.compensation
-    vae = load_vae(ckpt_cfg, args.device)
+    vae = load_vae(ckpt_cfg.vae, args.device)
     paths = sample(args.checkpoint, vae, args.out, num=args.num, batch_size=args.batch_size, sampler=args.sampler,
                    steps=args.steps, seed=args.seed, png=args.png, device=args.device)
     print(f"wrote {len(paths)} videos (mp4 + gif) to {args.out}")
@@ -131,8 +123,7 @@ def cmd_vae_train(args) -> int:
     from .vae.train import CompensationConfig, train_compensation
 
     cfg = _load(args)
-    if not cfg.data.root:
-        raise ValueError("set data.root=FOLDER (the videos to train on)")
+    _require_root(cfg, "the videos to train on")
     clips = video_loader(cfg.data.root, cfg.data, args.holdout, batch_size=args.batch_size, seed=cfg.train.seed)
     vae = VideoVAE.from_pretrained(args.base).to(args.device or "cpu")
     ccfg = CompensationConfig(epochs=args.epochs, max_steps=args.max_steps, lr=args.lr,
@@ -147,8 +138,7 @@ def cmd_vae_train_tiny(args) -> int:
     from .vae.train import train_tiny_vae
 
     cfg = _load(args)
-    if not cfg.data.root:
-        raise ValueError("set data.root=FOLDER (the videos to train on)")
+    _require_root(cfg, "the videos to train on")
     clips = video_loader(cfg.data.root, cfg.data, batch_size=args.batch_size, seed=cfg.train.seed)
     train_tiny_vae(clips, steps=args.steps, out_dir=args.out, seed=cfg.train.seed)
     print(f"tiny VAE (trained from scratch) written to {args.out}; use it with vae.path={args.out}")
@@ -163,8 +153,7 @@ def cmd_vae_eval(args) -> int:
     from .vae.evaluate import evaluate_reconstruction
 
     cfg = _load(args)
-    if not cfg.data.root:
-        raise ValueError("set data.root=FOLDER (the held-out videos)")
+    _require_root(cfg, "the held-out videos")
     clips = video_loader(cfg.data.root, cfg.data, args.holdout, heldout=args.holdout > 0, batch_size=1,
                          shuffle=False)
     vae = VideoVAE.from_pretrained(args.base, compensation=args.compensation).to(args.device or "cpu")

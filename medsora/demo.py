@@ -60,7 +60,7 @@ def run_demo(out: str | Path = "runs/demo", videos: int = 12, frames: int = 100,
     from .report import build_report
     from .sample import sample
     from .train import train
-    from .vae.autoencoder import VideoVAE
+    from .vae.autoencoder import load_vae
     from .vae.evaluate import evaluate_reconstruction
     from .vae.train import train_tiny_vae
 
@@ -80,7 +80,7 @@ def run_demo(out: str | Path = "runs/demo", videos: int = 12, frames: int = 100,
 
     def get_vae():
         if "vae" not in vae_holder:
-            vae_holder["vae"] = VideoVAE.from_pretrained(out / "vae").eval()
+            vae_holder["vae"] = load_vae(cfg.vae)
         return vae_holder["vae"]
 
     def clip_loader(shuffle: bool, heldout: bool = False):

@@ -1,6 +1,5 @@
 """MedSora backbone: exact parameter counts, zero init, shared-projection spiral scans, joint-input isolation,
 forward/backward shapes; the Latte-style baseline."""
-import math
 
 import numpy as np
 import pytest

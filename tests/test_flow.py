@@ -9,7 +9,6 @@ import cv2
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from safetensors.torch import save_file
 from timm.layers import resample_abs_pos_embed
 from torchvision.utils import flow_to_image

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from medsora.models.mamba2 import Mamba2, kernels_available
-from medsora.models.ssd import ssd_chunked, ssd_scan
+from medsora.models.ssd import ssd_scan
 
 TINY = dict(d_model=16, d_state=8, d_conv=4, expand=2, headdim=4)  # d_inner 32, 8 heads
 

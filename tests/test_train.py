@@ -1,6 +1,5 @@
 """Latent cache, training loop, checkpoints and sampling at tiny scale on CPU."""
 import json
-import shutil
 
 import pytest
 import torch

@@ -293,6 +293,19 @@ class VideoVAE(nn.Module):
         return out
 
 
+def load_vae(vae_cfg, device=None) -> VideoVAE:
+    """The VAE a config's `vae` section names (folder, compensation, tiling), in eval mode."""
+    if not vae_cfg.path:
+        raise ValueError("no VAE given: set vae.path=FOLDER (a CogVideoX `vae` folder, or a tiny VAE trained with "
+                         "`medsora vae train-tiny`)")
+    vae = VideoVAE.from_pretrained(vae_cfg.path, compensation=vae_cfg.compensation or None)
+    if device:
+        vae.to(device)
+    if vae_cfg.tiling:
+        vae.enable_tiling()
+    return vae.eval()
+
+
 def _hash_tensors(h, state: dict[str, torch.Tensor]) -> None:
     for k in sorted(state):
         t = state[k].detach().to("cpu").contiguous().reshape(-1)
