@@ -47,6 +47,7 @@ class ModelConfig:
     headdim: int = 64  # Mamba-2 head dimension P
     ngroups: int = 1  # Mamba-2 B/C groups
     chunk_size: int = 256  # SSD chunk length (shorter sequences use their own length)
+    recompute: bool = True  # backward keeps only Mamba projections and attention q/k/v, recomputes the rest (as fused kernels)
     # DINO layer aligned with each block (Table 1); empty = no block is aligned
     align_layers: tuple[int, ...] = tuple(range(12))  # DINO layer aligned with each block
 

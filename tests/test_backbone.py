@@ -184,6 +184,39 @@ def test_tiny_trains_on_cpu():
     assert losses[-1] < losses[0] - 0.02
 
 
+def saved_bytes(fn, model: nn.Module) -> tuple[object, int]:
+    """Run fn() and count the bytes autograd keeps for the backward (distinct storages, weights excluded)."""
+    storages, weights = {}, {p.untyped_storage().data_ptr() for p in model.parameters()}
+
+    def pack(t):
+        if t.untyped_storage().data_ptr() not in weights:
+            storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn()
+    return out, sum(storages.values())
+
+
+def test_recompute_gives_the_same_gradients_and_keeps_far_less():
+    """recompute (the default) keeps only the Mamba projections and q/k/v for the backward; outputs and
+    gradients are those of the plain backward (attention dropout on: the recomputation redraws the same mask)."""
+    grads, saved = {}, {}
+    for recompute in (True, False):
+        torch.manual_seed(0)
+        model = randomize(build_model("tiny", recompute=recompute, input_size=(16, 24))).double().train()
+        x = torch.randn(2, 6, 4, 16, 24, dtype=torch.float64)
+        torch.manual_seed(1)
+        (out, feats), saved[recompute] = saved_bytes(
+            lambda: model(x, torch.tensor([3, 700]), num_video_frames=4, return_features=True), model)
+        (out.square().mean() + sum(f.mean() for f in feats)).backward()
+        grads[recompute] = (out.detach(), {n: p.grad for n, p in model.named_parameters() if p.requires_grad})
+    torch.testing.assert_close(grads[True][0], grads[False][0], atol=1e-12, rtol=0)
+    for name, g in grads[False][1].items():
+        torch.testing.assert_close(grads[True][1][name], g, atol=1e-10, rtol=1e-8, msg=name)
+    assert saved[True] < 0.45 * saved[False], (saved[True], saved[False])
+
+
 def test_bad_num_video_frames():
     with pytest.raises(ValueError, match="num_video_frames"):
         build_model("tiny")(torch.randn(1, 2, 4, 8, 8), torch.tensor([1]), num_video_frames=3)

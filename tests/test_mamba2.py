@@ -130,6 +130,33 @@ def test_recompute_gives_same_gradients_and_saves_only_inputs():
     assert saved[False] > 5 * saved[True]
 
 
+def test_layer_recompute_keeps_only_what_the_fused_kernel_keeps():
+    """With recompute the layer keeps its input, the projection zxbcdt and the mixed output (the out_proj input),
+    as mamba_ssm's mamba_split_conv1d_scan_combined; gradients equal the plain backward."""
+    grads, saved = {}, {}
+    u = torch.randn(3, 21, TINY["d_model"], dtype=torch.float64)
+    for recompute in (True, False):
+        m = tiny_layer(8)
+        m.recompute = recompute
+        storages, weights = {}, {p.untyped_storage().data_ptr() for p in m.parameters()}
+
+        def pack(t):
+            if t.untyped_storage().data_ptr() not in weights:
+                storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            y = m(u)
+        y.square().sum().backward()
+        grads[recompute], saved[recompute] = {n: p.grad for n, p in m.named_parameters()}, sum(storages.values())
+    for name, g in grads[False].items():
+        torch.testing.assert_close(grads[True][name], g, atol=1e-12, rtol=1e-10, msg=name)
+    m = tiny_layer(8)
+    kept = u.numel() * (1 + m.in_proj.out_features / m.d_model + m.d_inner / m.d_model) * 8   # float64
+    assert saved[True] == kept
+    assert saved[False] > 2 * saved[True]
+
+
 def test_parameters_match_mamba_ssm_layout_and_count():
     m = Mamba2(512)  # the paper settings
     shapes = {k: tuple(v.shape) for k, v in m.state_dict().items()}

@@ -9,6 +9,9 @@ Why SDPA with a window mask instead of the package: each window attends to its 3
 (cost linear in tokens), `F.scaled_dot_product_attention` runs it fused on GPU, and rotary uses the tokens'
 true positions (the package gives queries the positions of the last look-around window, shifting every
 relative offset by `window * look_forward`).
+
+With `recompute` (default) the backward keeps only q, k and v and recomputes the windows and the attention
+weights from them, as flash attention does; the projections are never recomputed.
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 
 def rotary(x: torch.Tensor, pos: torch.Tensor, theta: float = 10000.0) -> torch.Tensor:
@@ -57,27 +61,34 @@ class LocalAttention(nn.Module):
     """
 
     def __init__(self, dim: int, heads: int = 1, window: int = 8, look_backward: int = 1, look_forward: int = 1,
-                 dropout: float = 0.1):
+                 dropout: float = 0.1, recompute: bool = True):
         super().__init__()
         if dim % heads:
             raise ValueError(f"attn_heads ({heads}) must divide hidden_size ({dim})")
         self.heads, self.window, self.look_backward, self.look_forward, self.dropout = (
             heads, window, look_backward, look_forward, dropout)
+        self.recompute = recompute
         self.to_q = nn.Linear(dim, dim, bias=False)
         self.to_k = nn.Linear(dim, dim, bias=False)
         self.to_v = nn.Linear(dim, dim, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, n, _ = x.shape
-        w, lb, lf = self.window, self.look_backward, self.look_forward
-        pos = torch.arange(n, device=x.device)
         q, k, v = (rearrange(proj(x), "b n (h e) -> b h n e", h=self.heads) for proj in (self.to_q, self.to_k, self.to_v))
+        if self.recompute and torch.is_grad_enabled():
+            return checkpoint(self._attend, q, k, v, use_reentrant=False)
+        return self._attend(q, k, v)
+
+    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """q, k, v (B, heads, n, e) -> (B, n, heads·e): rotary, windows, masked attention."""
+        n = q.shape[2]
+        w, lb, lf = self.window, self.look_backward, self.look_forward
+        pos = torch.arange(n, device=q.device)
         q, k = rotary(q, pos), rotary(k, pos)
         pad = -n % w
         q, k, v = (F.pad(t, (0, 0, 0, pad)) for t in (q, k, v))
         q = rearrange(q, "b h (nw w) e -> b h nw w e", w=w)
         k, v = (_look_around(rearrange(t, "b h (nw w) e -> b h nw w e", w=w), lb, lf, 0.0) for t in (k, v))  # b h nw K e
-        mask = window_mask(n, w, lb, lf, device=x.device)                                                  # nw w K
+        mask = window_mask(n, w, lb, lf, device=q.device)                                                  # nw w K
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)
         out = rearrange(out, "b h nw w e -> b (nw w) (h e)")
         return out[:, :n]

@@ -19,6 +19,7 @@ import torch
 from diffusers.models.embeddings import get_2d_sincos_pos_embed_from_grid
 from einops import rearrange
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from medsora.models.attention import LocalAttention
 from medsora.models.mamba2 import Mamba2
@@ -56,6 +57,8 @@ class SpatialMamba(nn.Module):
     The four scans (width/height × spiral/reverse) share the weights, and in_proj is per token, so it runs
     once and its output is permuted for each order; only conv + scan (`Mamba2.mix`) run per order. The two
     directions of an axis are summed before the shared out_proj, which is linear (no bias).
+    With the Mamba's `recompute`, the four scans keep only the projection z for the backward (not four
+    permuted copies of it) and recompute the rest there.
     """
 
     def __init__(self, dim: int, pair: int, **mamba_kwargs):
@@ -65,30 +68,38 @@ class SpatialMamba(nn.Module):
         self.gate_w = nn.Linear(dim, dim)   # W1, b1 of Eq. 9
         self.gate_h = nn.Linear(dim, dim)   # W2, b2
 
-    def _scan(self, seq: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
+    def _scan(self, seq: torch.Tensor, rows: int, cols: int, mix: Callable) -> torch.Tensor:
         """seq (M, rows·cols, D_in) in plane raster order -> spiral + reverse outputs, in place, summed."""
         fwd = spiral_order(rows, cols, self.pair, device=seq.device)
         rev = fwd.flip(0)
-        y = self.mamba.mix(torch.cat([seq[:, fwd], seq[:, rev]]))   # (2M, L, d_inner), sequences independent
+        y = mix(torch.cat([seq[:, fwd], seq[:, rev]]))                # (2M, L, d_inner), sequences independent
         y_fwd, y_rev = y.chunk(2)
         return y_fwd[:, inverse(fwd)] + y_rev[:, inverse(rev)]
 
-    def _width(self, z: torch.Tensor) -> torch.Tensor:
+    def _width(self, z: torch.Tensor, mix: Callable) -> torch.Tensor:
         n, f, h, w, _ = z.shape
         seq = rearrange(z, "n f h w c -> (n h) (f w) c")              # the f×w̄ plane of each row
-        return rearrange(self._scan(seq, f, w), "(n h) (f w) c -> n f h w c", n=n, f=f)
+        return rearrange(self._scan(seq, f, w, mix), "(n h) (f w) c -> n f (h w) c", n=n, f=f)
 
-    def _height(self, z: torch.Tensor) -> torch.Tensor:
+    def _height(self, z: torch.Tensor, mix: Callable) -> torch.Tensor:
         n, f, h, w, _ = z.shape
         seq = rearrange(z, "n f h w c -> (n w) (f h) c")              # the f×h̄ plane of each column
-        return rearrange(self._scan(seq, f, h), "(n w) (f h) c -> n f h w c", n=n, f=f)
+        return rearrange(self._scan(seq, f, h, mix), "(n w) (f h) c -> n f (h w) c", n=n, f=f)
+
+    def _axis(self, scan: Callable, z: torch.Tensor, num_video_frames: int) -> torch.Tensor:
+        """z (B, F, h̄, w̄, d_in_proj) -> one axis' output (B, F, l, d_inner). With `recompute` each axis is
+        recomputed on its own in the backward, so only one axis' intermediates are alive at a time."""
+        if self.mamba.recompute and torch.is_grad_enabled():
+            return checkpoint(per_clip, lambda v: scan(v, self.mamba.mix_stored), z, num_video_frames,
+                              use_reentrant=False)
+        return per_clip(lambda v: scan(v, self.mamba.mix), z, num_video_frames)
 
     def forward(self, x: torch.Tensor, num_video_frames: int, grid: tuple[int, int]) -> torch.Tensor:
         b, frames, l, _ = x.shape
         z = self.mamba.project(rearrange(x, "b f l d -> b (f l) d"))  # in_proj once per token
         z = rearrange(z, "b (f h w) c -> b f h w c", f=frames, h=grid[0])
-        y_w = self.mamba.out_proj(rearrange(per_clip(self._width, z, num_video_frames), "b f h w e -> b f (h w) e"))
-        y_h = self.mamba.out_proj(rearrange(per_clip(self._height, z, num_video_frames), "b f h w e -> b f (h w) e"))
+        y_w = self.mamba.out_proj(self._axis(self._width, z, num_video_frames))
+        y_h = self.mamba.out_proj(self._axis(self._height, z, num_video_frames))
         return torch.sigmoid(self.gate_w(y_w)) * y_w + torch.sigmoid(self.gate_h(y_h)) * y_h
 
 
@@ -116,10 +127,10 @@ class MedSoraBlock(nn.Module):
         super().__init__()
         d = cfg.hidden_size
         mamba_kwargs = dict(d_state=cfg.d_state, d_conv=cfg.d_conv, expand=cfg.expand, headdim=cfg.headdim,
-                            ngroups=cfg.ngroups, chunk_size=cfg.chunk_size)
+                            ngroups=cfg.ngroups, chunk_size=cfg.chunk_size, recompute=cfg.recompute)
         self.norm1 = nn.LayerNorm(d, eps=1e-6)
         self.attn = LocalAttention(d, heads=cfg.attn_heads, window=cfg.attn_window, look_backward=cfg.attn_look_backward,
-                                   look_forward=cfg.attn_look_forward, dropout=cfg.attn_dropout)
+                                   look_forward=cfg.attn_look_forward, dropout=cfg.attn_dropout, recompute=cfg.recompute)
         self.norm2 = nn.LayerNorm(d, eps=1e-6)
         self.spatial = SpatialMamba(d, pair=index, **mamba_kwargs)
         self.norm3 = nn.LayerNorm(d, eps=1e-6)

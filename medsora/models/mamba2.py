@@ -12,6 +12,10 @@ tokens in several orders projects them once:
 
 The scan is the pure-PyTorch `ssd_scan` (any device); on CUDA, with mamba_ssm installed and
 `use_kernels` allowing it, `mix` calls mamba_ssm's fused Triton scan instead.
+
+Memory: with `recompute` (default) `mix` keeps only its input `zxbcdt` for the backward and recomputes the
+conv, scan and gated norm there (torch.utils.checkpoint), which is what mamba_ssm's fused training path
+(`mamba_split_conv1d_scan_combined`) keeps too; the matmuls (in_proj, out_proj) are never recomputed.
 """
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange
+from torch.utils.checkpoint import checkpoint
 
 from .ssd import ssd_scan
 
@@ -78,7 +83,7 @@ class Mamba2(nn.Module):
 
     def __init__(self, d_model, d_state=128, d_conv=4, expand=2, headdim=64, ngroups=1, chunk_size=256,
                  A_init_range=(1, 16), dt_min=1e-3, dt_max=0.1, dt_init_floor=1e-4,
-                 dt_limit=(0.0, float("inf")), use_kernels="auto", device=None, dtype=None):
+                 dt_limit=(0.0, float("inf")), use_kernels="auto", recompute=True, device=None, dtype=None):
         super().__init__()
         factory = dict(device=device, dtype=dtype)
         self.d_model, self.d_state, self.d_conv, self.expand = d_model, d_state, d_conv, expand
@@ -94,6 +99,7 @@ class Mamba2(nn.Module):
         if use_kernels is True and not kernels_available():
             raise ImportError("use_kernels=True needs mamba_ssm (pip install 'medsora[cuda]', CUDA only)")
         self.use_kernels = use_kernels
+        self.recompute = recompute
         self.dt_limit = tuple(dt_limit)
 
         conv_dim = self.d_inner + 2 * ngroups * d_state
@@ -124,19 +130,32 @@ class Mamba2(nn.Module):
 
     def mix(self, zxbcdt):
         """(B, L, d_in_proj) -> (B, L, d_inner): causal conv + SiLU + SSD scan + D skip + gated norm.
-        Each of the B sequences is independent; any L >= 1."""
+        Each of the B sequences is independent; any L >= 1. With `recompute`, only `zxbcdt` is kept for the
+        backward."""
+        if self.recompute and torch.is_grad_enabled():
+            return checkpoint(self.mix_stored, zxbcdt, use_reentrant=False)
+        return self._mix(zxbcdt, scan_recompute=True)
+
+    def mix_stored(self, zxbcdt):
+        """`mix` with plain autograd (every intermediate kept), for a caller that recomputes a larger region."""
+        return self._mix(zxbcdt, scan_recompute=False)
+
+    def _mix(self, zxbcdt, scan_recompute):
         z, xbc, dt = zxbcdt.split([self.d_inner, self.d_inner + 2 * self.ngroups * self.d_state, self.nheads], -1)
         xbc = F.silu(causal_depthwise_conv(xbc, self.conv1d.weight, self.conv1d.bias))
         x, B, C = xbc.split([self.d_inner, self.ngroups * self.d_state, self.ngroups * self.d_state], -1)
-        scan = mamba_chunk_scan_combined if self._use_kernels(zxbcdt) else ssd_scan
-        limit = {} if self.dt_limit == (0.0, float("inf")) else {"dt_limit": self.dt_limit}
+        kernels = self._use_kernels(zxbcdt)
+        scan = mamba_chunk_scan_combined if kernels else ssd_scan
+        options = {} if kernels else {"recompute": scan_recompute}
+        if self.dt_limit != (0.0, float("inf")):
+            options["dt_limit"] = self.dt_limit
         y = scan(
             rearrange(x, "b l (h p) -> b l h p", p=self.headdim),
             dt,
             -torch.exp(self.A_log.to(torch.promote_types(self.A_log.dtype, torch.float32))),
             rearrange(B, "b l (g n) -> b l g n", g=self.ngroups),
             rearrange(C, "b l (g n) -> b l g n", g=self.ngroups),
-            chunk_size=self.chunk_size, D=self.D, dt_bias=self.dt_bias, dt_softplus=True, **limit,
+            chunk_size=self.chunk_size, D=self.D, dt_bias=self.dt_bias, dt_softplus=True, **options,
         )
         return self.norm(rearrange(y, "b l h p -> b l (h p)"), z)
 
