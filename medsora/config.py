@@ -153,7 +153,8 @@ def model_preset(name: str) -> ModelConfig:
     """The backbone of a named preset: tiny (CPU-sized), S/B/L (the paper's Table 1)."""
     if name == "tiny":
         return ModelConfig(name="tiny", depth=2, hidden_size=64, in_channels=4, input_size=(8, 8),
-                           attn_window=8, d_state=16, headdim=16, chunk_size=64, align_layers=(0, 1))
+                           attn_window=8, d_state=16, headdim=16, chunk_size=64, align_layers=(0, 1),
+                           recompute=False)   # memory is no issue at this size; recomputing costs ~30% of a CPU step
     depths = {"S": 6, "B": 12, "L": 24}
     if name not in depths:
         raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")

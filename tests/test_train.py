@@ -106,13 +106,14 @@ def params(run_dir, name="model.safetensors"):
     return load_file(latest_checkpoint(run_dir) / name)
 
 
-def test_resume_equals_uninterrupted(cache, synth_mp4, tmp_path):
-    cfg = tiny_cfg(synth_mp4, "train.batch_size=3", "train.epochs=3", "train.ckpt_every=2")
+@pytest.mark.parametrize("recompute", ["false", "true"])   # tiny's default, and the S/B/L default
+def test_resume_equals_uninterrupted(cache, synth_mp4, tmp_path, recompute):
+    opts = ["train.batch_size=3", "train.epochs=3", "train.ckpt_every=2", f"model.recompute={recompute}"]
+    cfg = tiny_cfg(synth_mp4, *opts)
     full = train(cfg, cache, tmp_path / "full", progress=False)
     assert full["steps"] == 9                                     # 8 clips / batch 3 -> 3 steps x 3 epochs
     # stop after 4 steps (mid-epoch), then resume to the end
-    train(tiny_cfg(synth_mp4, "train.batch_size=3", "train.epochs=3", "train.ckpt_every=2", "train.max_steps=4"),
-          cache, tmp_path / "part", progress=False)
+    train(tiny_cfg(synth_mp4, *opts, "train.max_steps=4"), cache, tmp_path / "part", progress=False)
     resumed = train(cfg, cache, tmp_path / "part", resume="auto", progress=False)
     assert resumed["steps"] == 9
     for name in ("model.safetensors", "ema.safetensors", "optimizer.safetensors"):
