@@ -79,12 +79,13 @@ class Sequential(torch.nn.Module):
         self.layer = layer
 
     def forward(self, x):
-        scan = mamba2_module.ssd_scan
-        mamba2_module.ssd_scan = lambda *a, chunk_size=None, **k: ssd_recurrent(*a, **k)
+        scan, recompute = mamba2_module.ssd_scan, self.layer.recompute
+        mamba2_module.ssd_scan = lambda *a, chunk_size=None, recompute=None, **k: ssd_recurrent(*a, **k)
+        self.layer.recompute = False                                  # autograd keeps every state
         try:
             return self.layer(x)
         finally:
-            mamba2_module.ssd_scan = scan
+            mamba2_module.ssd_scan, self.layer.recompute = scan, recompute
 
 
 def step(module, x, micro_batch=None):

@@ -13,9 +13,12 @@ tokens in several orders projects them once:
 The scan is the pure-PyTorch `ssd_scan` (any device); on CUDA, with mamba_ssm installed and
 `use_kernels` allowing it, `mix` calls mamba_ssm's fused Triton scan instead.
 
-Memory: with `recompute` (default) `mix` keeps only its input `zxbcdt` for the backward and recomputes the
-conv, scan and gated norm there (torch.utils.checkpoint), which is what mamba_ssm's fused training path
+Memory: with `recompute` `mix` keeps only its input `zxbcdt` for the backward and recomputes the conv,
+scan and gated norm there (torch.utils.checkpoint), which is what mamba_ssm's fused training path
 (`mamba_split_conv1d_scan_combined`) keeps too; the matmuls (in_proj, out_proj) are never recomputed.
+It pays off in a deep stack, where every layer's activations wait for the backward (MedSora-B: 1,566 ->
+706 MiB, `model.recompute`); for one layer alone the backward's own peak dominates and it only costs
+time, so the layer's default is off.
 """
 from __future__ import annotations
 
@@ -83,7 +86,7 @@ class Mamba2(nn.Module):
 
     def __init__(self, d_model, d_state=128, d_conv=4, expand=2, headdim=64, ngroups=1, chunk_size=256,
                  A_init_range=(1, 16), dt_min=1e-3, dt_max=0.1, dt_init_floor=1e-4,
-                 dt_limit=(0.0, float("inf")), use_kernels="auto", recompute=True, device=None, dtype=None):
+                 dt_limit=(0.0, float("inf")), use_kernels="auto", recompute=False, device=None, dtype=None):
         super().__init__()
         factory = dict(device=device, dtype=dtype)
         self.d_model, self.d_state, self.d_conv, self.expand = d_model, d_state, d_conv, expand
