@@ -250,13 +250,13 @@ def main():
               " | 64 vs 16 frames | 256 vs 128 px | 64 vs 16 frames, FLOPs without the SSD scan |",
               "|" + "---|" * (len(settings) + 4)]
     growth = {}
+    no_scan = lambda r: r["hand"] - r["hand_parts"]["ssd"]           # noqa: E731  FLOPs without the SSD scan
     for name in MODELS:
         rows = growth[name] = {s: flops_and_memory(name, *s, images=0) for s in settings}
         print(name, {s: (r["flops"], r["memory"]) for s, r in rows.items()}, flush=True)
         base = rows[(16, 128)]
         cells = [f"{r['flops'] / 1e9:.1f} / {r['memory'] / 2**20:.0f}" for r in rows.values()]
         ratio = lambda s: f"{rows[s]['flops'] / base['flops']:.2f}× / {rows[s]['memory'] / base['memory']:.2f}×"
-        no_scan = lambda r: r["hand"] - r["hand_parts"]["ssd"]
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {ratio((64, 128))} | {ratio((16, 256))} | "
                      f"{no_scan(rows[(64, 128)]) / no_scan(base):.2f}× |")
 
@@ -273,7 +273,8 @@ def main():
               "- Growth ratios are (FLOPs / memory) against 16 frames at 128 px; linear growth is 4× for 64 vs 16 "
               "frames and for 256 vs 128 px.",
               f"- MedSora's FLOPs grow faster than linearly with frames only through the SSD scan: without it they "
-              f"grow {(g64['hand'] - g64['hand_parts']['ssd']) / (g16['hand'] - g16['hand_parts']['ssd']):.2f}×. The scan is {share:.1%} of MedSora-B's training FLOPs at 16 frames and grows "
+              f"grow {no_scan(g64) / no_scan(g16):.2f}×. The scan is {share:.1%} of MedSora-B's training FLOPs at "
+              f"16 frames and grows "
               f"{scan_growth:.1f}× at 64, because a spatial plane has f·w̄ tokens (32 -> 128) and one chunk of Q "
               "tokens costs 2·Q·(N + H·P) FLOPs per token (quadratic form). Passing chunk states instead costs "
               "4·N·H·P per token (524k at N = 128, H·P = 1024), more than the quadratic form's 2·Q·1152 for any "

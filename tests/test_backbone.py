@@ -184,22 +184,8 @@ def test_tiny_trains_on_cpu():
     assert losses[-1] < losses[0] - 0.02
 
 
-def saved_bytes(fn, model: nn.Module) -> tuple[object, int]:
-    """Run fn() and count the bytes autograd keeps for the backward (distinct storages, weights excluded)."""
-    storages, weights = {}, {p.untyped_storage().data_ptr() for p in model.parameters()}
-
-    def pack(t):
-        if t.untyped_storage().data_ptr() not in weights:
-            storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        out = fn()
-    return out, sum(storages.values())
-
-
-def test_recompute_gives_the_same_gradients_and_keeps_far_less():
-    """recompute (the default) keeps only the Mamba projections and q/k/v for the backward; outputs and
+def test_recompute_gives_the_same_gradients_and_keeps_far_less(saved_bytes):
+    """recompute (the S/B/L default) keeps only the Mamba projections and q/k/v for the backward; outputs and
     gradients are those of the plain backward (attention dropout on: the recomputation redraws the same mask)."""
     grads, saved = {}, {}
     for recompute in (True, False):

@@ -130,7 +130,7 @@ def test_recompute_gives_same_gradients_and_saves_only_inputs():
     assert saved[False] > 5 * saved[True]
 
 
-def test_layer_recompute_keeps_only_what_the_fused_kernel_keeps():
+def test_layer_recompute_keeps_only_what_the_fused_kernel_keeps(saved_bytes):
     """With recompute the layer keeps its input, the projection zxbcdt and the mixed output (the out_proj input),
     as mamba_ssm's mamba_split_conv1d_scan_combined; gradients equal the plain backward."""
     grads, saved = {}, {}
@@ -138,17 +138,9 @@ def test_layer_recompute_keeps_only_what_the_fused_kernel_keeps():
     for recompute in (True, False):
         m = tiny_layer(8)
         m.recompute = recompute
-        storages, weights = {}, {p.untyped_storage().data_ptr() for p in m.parameters()}
-
-        def pack(t):
-            if t.untyped_storage().data_ptr() not in weights:
-                storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-            return t
-
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            y = m(u)
+        y, saved[recompute] = saved_bytes(lambda: m(u), m)
         y.square().sum().backward()
-        grads[recompute], saved[recompute] = {n: p.grad for n, p in m.named_parameters()}, sum(storages.values())
+        grads[recompute] = {n: p.grad for n, p in m.named_parameters()}
     for name, g in grads[False].items():
         torch.testing.assert_close(grads[True][name], g, atol=1e-12, rtol=1e-10, msg=name)
     m = tiny_layer(8)

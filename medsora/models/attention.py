@@ -10,8 +10,9 @@ Why SDPA with a window mask instead of the package: each window attends to its 3
 true positions (the package gives queries the positions of the last look-around window, shifting every
 relative offset by `window * look_forward`).
 
-With `recompute` (default) the backward keeps only q, k and v and recomputes the windows and the attention
-weights from them, as flash attention does; the projections are never recomputed.
+With `recompute` the backward keeps only q, k and v and recomputes the windows and the attention weights
+from them, as flash attention does; the projections are never recomputed (off by default, as for `Mamba2`;
+the model sets both from `model.recompute`).
 """
 from __future__ import annotations
 
@@ -61,7 +62,7 @@ class LocalAttention(nn.Module):
     """
 
     def __init__(self, dim: int, heads: int = 1, window: int = 8, look_backward: int = 1, look_forward: int = 1,
-                 dropout: float = 0.1, recompute: bool = True):
+                 dropout: float = 0.1, recompute: bool = False):
         super().__init__()
         if dim % heads:
             raise ValueError(f"attn_heads ({heads}) must divide hidden_size ({dim})")
