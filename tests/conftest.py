@@ -42,3 +42,38 @@ def _saved_bytes(fn, module):
 def saved_bytes():
     """`saved_bytes(fn, module) -> (result, bytes)`: what autograd keeps for the backward of fn()."""
     return _saved_bytes
+
+
+def _assert_same_training(run_a, run_b, lr, names=("model.safetensors",)):
+    """Two runs that must take the same optimizer steps, up to float summation order (one batch vs micro-batches,
+    one process vs two). The logged loss and gradient norm agree to 1e-5 relative, which catches a wrong 1/N
+    scaling that AdamW itself would hide. The weights agree to 1% of one AdamW step (lr): AdamW divides by
+    sqrt(v), so rounding in a gradient entry near zero grows into part of a step, and how much depends on the
+    CPU's vector kernels (1e-7 on the 2-core dev machine, 1.6e-6 on CI, at lr 1e-3). A different batch moves
+    the weights by about lr per step."""
+    import json
+
+    import torch
+    from safetensors.torch import load_file
+
+    from medsora.checkpoint import latest_checkpoint
+
+    def rows(run):
+        return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+    ra, rb = rows(run_a), rows(run_b)
+    assert [r["step"] for r in ra] == [r["step"] for r in rb] and ra
+    for key in ("loss", "grad_norm"):
+        torch.testing.assert_close(torch.tensor([r[key] for r in ra]), torch.tensor([r[key] for r in rb]),
+                                   rtol=1e-5, atol=0, msg=f"logged {key} differs")
+    for name in names:
+        a, b = (load_file(latest_checkpoint(run) / name) for run in (run_a, run_b))
+        assert a.keys() == b.keys()
+        worst = max((a[k] - b[k]).abs().max().item() for k in a)
+        assert worst <= 0.01 * lr, f"{name}: weights differ by {worst:.3g} > 1% of lr {lr}"
+
+
+@pytest.fixture
+def same_training():
+    """`same_training(run_a, run_b, lr, names)`: the two runs took the same steps (see _assert_same_training)."""
+    return _assert_same_training
