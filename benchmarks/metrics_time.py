@@ -1,6 +1,6 @@
 """Time per 100 videos of each metric's feature extraction (16-frame clips, 128 px), random weights.
 
-    python benchmarks/metrics_time.py [--device cpu] [--out benchmarks/metrics_time.md]
+    python benchmarks/metrics_time.py [--device cpu] [--out benchmarks/results/metrics_time.md]
 
 The networks are the real architectures at their protocol sizes with random weights (speed does not
 depend on the weights). To stay within a few minutes on a CPU, the two largest are measured on a

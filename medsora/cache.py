@@ -12,6 +12,7 @@ at the first missing shard. A cache built with another VAE or clip geometry is r
 """
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -183,6 +184,13 @@ class LatentDataset(torch.utils.data.Dataset):
 
     def __len__(self) -> int:
         return len(self.clips)
+
+    def subset(self, clips, hflip: bool | None = None) -> "LatentDataset":
+        """The same cache restricted to `clips` (positions in this dataset), without reading the manifest again."""
+        sub = copy.copy(self)
+        sub.clips, sub._handles = [self.clips[j] for j in clips], {}
+        sub.hflip = self.hflip if hflip is None else hflip
+        return sub
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch

@@ -142,8 +142,8 @@ def train(cfg: Config, cache_dir: str | Path, run_dir: str | Path | None = None,
     if t.holdout_clips >= n_all:
         raise TrainError(f"train.holdout_clips={t.holdout_clips} leaves no training clip (the cache has {n_all})")
     n_train = n_all - t.holdout_clips
-    ds = LatentDataset(cache_dir, seed=t.seed, clips=list(range(n_train)), hflip=cfg.data.hflip)
-    held = LatentDataset(cache_dir, clips=list(range(n_train, n_all)), hflip=False) if t.holdout_clips else None
+    ds = full.subset(range(n_train))
+    held = full.subset(range(n_train, n_all), hflip=False) if t.holdout_clips else None
     check_compatible(cfg, ds)
     align = bool(t.align and cfg.model.align_layers and t.align_weight > 0)
     joint = bool(t.joint_images and cfg.data.num_images)

@@ -39,6 +39,9 @@ def test_cache_layout(cache, synth_mp4):
     a, b = ds.get(0, 0), ds.get(0, 1)
     assert a["video"].shape == (2, 4, 8, 8) and a["images"].shape == (1, 4, 8, 8)
     assert not torch.equal(a["video"], b["video"])               # both flips stored
+    held = ds.subset([6, 7], hflip=False)                         # the held-out split: the last clips, unflipped
+    assert len(held) == 2 and ds.hflip and not held.hflip
+    assert torch.equal(held[1]["video"], ds.get(7, 0)["video"]) and held[1]["clip"] == ds.get(7, 0)["clip"]
     manifest = json.loads((cache / "manifest.json").read_text())
     assert manifest["geometry"]["num_frames"] == 8 and len(manifest["shards"]) == 3
 
