@@ -28,13 +28,14 @@ from tqdm.auto import tqdm
 from .config import Config, latent_frames
 from .data.clips import ClipDataset
 from .data.video import VideoError
+from .errors import MedsoraError
 
 log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
 CACHE_VERSION = 1
 
 
-class CacheError(RuntimeError):
+class CacheError(MedsoraError, RuntimeError):
     pass
 
 

@@ -22,11 +22,13 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from .errors import MedsoraError
+
 log = logging.getLogger(__name__)
 FILES = ("model.safetensors", "ema.safetensors", "optimizer.safetensors", "rng.safetensors")
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(MedsoraError, RuntimeError):
     pass
 
 
@@ -129,7 +131,11 @@ def verify(ckpt: Path) -> dict:
         meta = json.loads((ckpt / "meta.json").read_text())
     except (OSError, ValueError) as e:
         raise CheckpointError(f"{ckpt}: meta.json missing or unreadable ({e}); the checkpoint is incomplete") from None
-    for name, digest in meta.get("sha256", {}).items():
+    lacking = [k for k in ("step", "config", "sha256") if k not in meta] if isinstance(meta, dict) else ["all"]
+    if lacking:
+        raise CheckpointError(f"{ckpt}: meta.json lacks {', '.join(lacking)}; not a checkpoint written by medsora "
+                              "train (pass a run folder or one of its checkpoints/step-* folders)")
+    for name, digest in meta["sha256"].items():
         path = ckpt / name
         if not path.exists() or _sha256(path) != digest:
             raise CheckpointError(f"{path}: missing or corrupt (checksum mismatch); use an earlier checkpoint")

@@ -324,11 +324,11 @@ def main(argv: list[str] | None = None) -> int:
         # `medsora`, `medsora data`, ...: show the relevant help
         parser.parse_args([*(argv if argv is not None else sys.argv[1:]), "--help"])
         return 2
-    from .config import ConfigError
+    from .errors import MedsoraError
 
     try:
         return int(args.func(args) or 0)
-    except (ConfigError, FileNotFoundError, NotADirectoryError, ValueError) as e:
+    except (MedsoraError, OSError, ValueError) as e:  # bad input, files or settings: one line, no traceback
         if args.verbose:
             raise
         print(f"error: {e}", file=sys.stderr)

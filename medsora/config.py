@@ -14,8 +14,10 @@ from typing import Any, get_args, get_origin, get_type_hints
 
 import yaml
 
+from .errors import MedsoraError
 
-class ConfigError(ValueError):
+
+class ConfigError(MedsoraError, ValueError):
     """A config value that is not allowed; the message names the field."""
 
 

@@ -27,13 +27,14 @@ from .cache import LatentDataset
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import Config, to_dict, to_yaml
 from .diffusion import GaussianDiffusion
+from .errors import MedsoraError
 from .models.medsora import build_model
 
 log = logging.getLogger(__name__)
 EVAL_T = (100, 300, 500, 700, 900)  # fixed timesteps of the held-out denoising loss
 
 
-class TrainError(RuntimeError):
+class TrainError(MedsoraError, RuntimeError):
     pass
 
 

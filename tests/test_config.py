@@ -72,3 +72,26 @@ def test_cli_overrides_anywhere_on_the_line(capsys):
     assert "preset: S" in out and "seed: 3" in out and "size: 256" in out
     assert main(["config", "show", "B", "data.size=100"]) == 2
     assert "data.size=100 is not allowed" in capsys.readouterr().err
+
+
+def test_cli_reports_bad_input_in_one_line(tmp_path, capsys):
+    """Errors of the user's input (here: no cache, a foreign checkpoint, a truncated one) come out as one
+    `error:` line naming the path and the fix, exit code 2, no traceback; `-v` raises the error itself."""
+    from medsora.checkpoint import CheckpointError
+    from medsora.cli import main
+
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "meta.json").write_text("{}")
+    truncated = tmp_path / "truncated"
+    truncated.mkdir()
+    (truncated / "meta.json").write_text('{"step": 1, "config": {}, "sha256": {"model.safetensors": "00"}}')
+    cases = [(["train", "--preset", "tiny", "--cache", str(tmp_path / "none")], "run `medsora cache` first"),
+             (["sample", str(foreign), "--out", str(tmp_path / "s")], "not a checkpoint written by medsora train"),
+             (["sample", str(truncated), "--out", str(tmp_path / "s")], "missing or corrupt")]
+    for argv, fix in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and fix in err and "Traceback" not in err, err
+    with pytest.raises(CheckpointError):
+        main(["-v", "sample", str(foreign), "--out", str(tmp_path / "s")])

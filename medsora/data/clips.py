@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from ..config import DataConfig
+from ..errors import MedsoraError
 from .index import Entry, build_index, clip_starts
 from .video import VideoError, read_frames
 
@@ -125,7 +126,7 @@ class ClipDataset(torch.utils.data.Dataset):
                 return item
             except VideoError as e:
                 self._mark_bad(self.clips[i][0], e)
-        raise RuntimeError(f"every clip of {self.root} failed to decode; run `medsora data check {self.root}`")
+        raise MedsoraError(f"every clip of {self.root} failed to decode; run `medsora data check {self.root}`")
 
 
 class _Videos(torch.utils.data.Dataset):

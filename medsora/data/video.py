@@ -19,12 +19,14 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import MedsoraError
+
 VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 DEFAULT_FOLDER_FPS = 25.0  # frame folders carry no rate; CholecT45 frames are 25 fps
 
 
-class VideoError(Exception):
+class VideoError(MedsoraError):
     """A source that cannot be used; the message is the reason, without the path."""
 
 

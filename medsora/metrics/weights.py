@@ -10,10 +10,12 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import MedsoraError
+
 DEFAULT_DIR = Path.home() / ".cache" / "medsora" / "weights"
 
 
-class MissingWeights(FileNotFoundError):
+class MissingWeights(MedsoraError, FileNotFoundError):
     """A metric network's weights are not on disk; the message says which file and where to get it."""
 
 
