@@ -114,6 +114,9 @@ def cmd_eval(args) -> int:
     res = evaluate(args.real, args.fake, num=args.num, metrics=args.metrics, weights_dir=args.weights, out=args.out,
                    real_stride=args.real_stride, device=args.device)
     print(format_table(res), end="")
+    if all(r["value"] is None for r in res.values()):
+        print("error: no metric was computed; the table says why for each", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -150,6 +150,9 @@ def evaluate(real, fake, num: int = 2048, metrics=METRICS, weights_dir=None, bat
     unknown = sorted(set(metrics) - set(METRICS))
     if unknown:
         raise ValueError(f"unknown metric(s) {', '.join(unknown)}; choose from {', '.join(METRICS)}")
+    for what, root in (("real", real), ("generated", fake)):
+        if not Path(root).exists():
+            raise FileNotFoundError(f"the folder of {what} videos {root} does not exist")
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     results: dict[str, dict] = {}
 

@@ -159,6 +159,8 @@ def build_report(run_dir: str | Path, samples_dir: str | Path | None = None, rea
     import yaml
 
     run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"{run_dir} is not a folder; pass a run folder of `medsora train` or `medsora demo`")
     out = Path(out or run_dir / "report.html")
     assets = out.parent / "report_assets"
     assets.mkdir(parents=True, exist_ok=True)

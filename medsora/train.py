@@ -133,7 +133,6 @@ def train(cfg: Config, cache_dir: str | Path, run_dir: str | Path | None = None,
             raise TrainError(f"train.{name}={getattr(t, name)} is the global batch and must be divisible by the "
                              f"{world} processes x train.grad_accum={t.grad_accum} micro-batches")
     run_dir = Path(run_dir or t.out_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     default = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
     device = torch.device(device or default)
     torch.manual_seed(t.seed)
@@ -146,6 +145,7 @@ def train(cfg: Config, cache_dir: str | Path, run_dir: str | Path | None = None,
     ds = full.subset(range(n_train))
     held = full.subset(range(n_train, n_all), hflip=False) if t.holdout_clips else None
     check_compatible(cfg, ds)
+    run_dir.mkdir(parents=True, exist_ok=True)   # only once the cache is known to fit
     align = bool(t.align and cfg.model.align_layers and t.align_weight > 0)
     joint = bool(t.joint_images and cfg.data.num_images)
     layer_slot = {layer: k for k, layer in enumerate(ds.layers)}

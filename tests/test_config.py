@@ -86,12 +86,20 @@ def test_cli_reports_bad_input_in_one_line(tmp_path, capsys):
     truncated = tmp_path / "truncated"
     truncated.mkdir()
     (truncated / "meta.json").write_text('{"step": 1, "config": {}, "sha256": {"model.safetensors": "00"}}')
-    cases = [(["train", "--preset", "tiny", "--cache", str(tmp_path / "none")], "run `medsora cache` first"),
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    cases = [(["train", "--preset", "tiny", "--cache", str(tmp_path / "none"), "--run-dir", str(tmp_path / "run")],
+              "run `medsora cache` first"),
              (["sample", str(foreign), "--out", str(tmp_path / "s")], "not a checkpoint written by medsora train"),
-             (["sample", str(truncated), "--out", str(tmp_path / "s")], "missing or corrupt")]
+             (["sample", str(truncated), "--out", str(tmp_path / "s")], "missing or corrupt"),
+             (["report", str(tmp_path / "none")], "pass a run folder"),
+             (["eval", "--real", str(tmp_path / "none"), "--fake", str(empty)], "real videos"),
+             (["eval", "--real", str(empty), "--fake", str(empty), "--weights", str(empty)], "no metric was computed")]
     for argv, fix in cases:
         assert main(argv) == 2, argv
         err = capsys.readouterr().err
-        assert err.startswith("error: ") and fix in err and "Traceback" not in err, err
+        last = err.splitlines()[-1]                  # after any progress bar
+        assert last.startswith("error: ") and fix in last and "Traceback" not in err, err
+    assert not (tmp_path / "run").exists() and not (tmp_path / "none").exists()   # a refused command leaves nothing
     with pytest.raises(CheckpointError):
         main(["-v", "sample", str(foreign), "--out", str(tmp_path / "s")])
