@@ -92,6 +92,14 @@ def flow_targets_from_config(cfg: Config, device: str | torch.device = "cpu") ->
     return FlowTargets(fn, layers, desc)
 
 
+def vae_source(cfg: Config) -> dict:
+    """cfg.vae's path and compensation, local paths made absolute; {} when the VAE was given as an object."""
+    if not cfg.vae.path:
+        return {}
+    absolute = lambda p: str(Path(p).expanduser().resolve()) if p and Path(p).expanduser().exists() else p  # noqa: E731
+    return {"path": absolute(cfg.vae.path), "compensation": absolute(cfg.vae.compensation)}
+
+
 @torch.no_grad()
 def build_cache(cfg: Config, vae, cache_dir: str | Path, flow: FlowTargets | None = None, shard_size: int = 32,
                 progress: bool = True) -> Path:
@@ -104,6 +112,7 @@ def build_cache(cfg: Config, vae, cache_dir: str | Path, flow: FlowTargets | Non
              "root": str(Path(cfg.data.root).resolve()), "num_clips": len(ds), "shard_size": shard_size,
              "flow": flow.description if flow else None, "flow_layers": list(flow.layers) if flow else [],
              "shards": {}, "failed": []}
+    source = vae_source(cfg)
     if manifest_path.exists():
         manifest = json.loads(manifest_path.read_text())
         _check_same(manifest, "vae", fresh["vae"], cache_dir, "use another cache folder for this VAE")
@@ -119,6 +128,8 @@ def build_cache(cfg: Config, vae, cache_dir: str | Path, flow: FlowTargets | Non
                              "use another cache folder. Nothing was written.")
     else:
         manifest = fresh
+    if source:  # where the VAE was loaded from; training copies it into the run's config, so sampling finds it
+        manifest["vae_source"] = source
     shards = [list(range(s, min(s + shard_size, len(ds)))) for s in range(0, len(ds), shard_size)]
     todo = [k for k in range(len(shards)) if f"shard-{k:05d}.safetensors" not in manifest["shards"]]
     bar = tqdm(total=sum(len(shards[k]) for k in todo), desc="caching clips", unit="clip", disable=not progress)

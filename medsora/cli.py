@@ -101,6 +101,9 @@ def cmd_sample(args) -> int:
         ckpt_cfg.vae.path = args.vae
     if args.compensation:
         ckpt_cfg.vae.compensation = args.compensation
+    if not ckpt_cfg.vae.path:
+        raise ValueError(f"the checkpoint of {args.checkpoint} does not say which VAE its latents came from; pass "
+                         "--vae FOLDER (the VAE its latent cache was built with)")
     vae = load_vae(ckpt_cfg.vae, args.device)
     paths = sample(args.checkpoint, vae, args.out, num=args.num, batch_size=args.batch_size, sampler=args.sampler,
                    steps=args.steps, seed=args.seed, png=args.png, device=args.device)

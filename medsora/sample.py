@@ -5,6 +5,7 @@ Writes `sample_000.mp4` + `sample_000.gif` (and PNG frames on request) and `late
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,8 @@ from .data.video import write_frames, write_gif, write_video
 from .diffusion import ddim_sample, ddpm_sample
 from .models.medsora import build_model
 from .train import make_diffusion
+
+log = logging.getLogger(__name__)
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
@@ -42,7 +45,12 @@ def sample(checkpoint: str | Path, vae, out_dir: str | Path, num: int = 8, batch
            sampler: str | None = None, steps: int | None = None, seed: int = 0, png: bool = False,
            fps: float = 8.0, device: str | None = None, progress: bool = True) -> list[Path]:
     ckpt = resolve_checkpoint(checkpoint)
-    cfg = from_dict(verify(ckpt)["config"])
+    meta = verify(ckpt)
+    cfg = from_dict(meta["config"])
+    trained_on = meta.get("extra", {}).get("vae")
+    if trained_on and trained_on != vae.fingerprint:   # allowed (e.g. decoding with a compensated decoder), but said
+        log.warning("the VAE given (%s) is not the one whose latents %s was trained on (%s); the samples are decoded "
+                    "by another VAE", vae.fingerprint, ckpt, trained_on)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model = build_model(cfg.model)
     load_weights(ckpt / "ema.safetensors", model, "EMA model")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import json
 import logging
 import math
@@ -138,6 +139,8 @@ def train(cfg: Config, cache_dir: str | Path, run_dir: str | Path | None = None,
     torch.manual_seed(t.seed)
 
     full = LatentDataset(cache_dir, seed=t.seed, hflip=cfg.data.hflip)
+    if not cfg.vae.path and full.manifest.get("vae_source"):   # the run records the cache's VAE for `sample`
+        cfg = dataclasses.replace(cfg, vae=dataclasses.replace(cfg.vae, **full.manifest["vae_source"]))
     n_all = len(full)
     if t.holdout_clips >= n_all:
         raise TrainError(f"train.holdout_clips={t.holdout_clips} leaves no training clip (the cache has {n_all})")

@@ -204,6 +204,27 @@ def test_sample_writes_videos(cache, synth_mp4, vae, tmp_path):
     assert torch.equal(a, b) and again
 
 
+def test_cli_cache_train_sample_find_the_vae(synth_mp4, vae, tmp_path, caplog):
+    """The commands a user types: `sample RUN` needs no --vae, the run remembers the cache's VAE; a different
+    VAE is allowed but said."""
+    from medsora.cli import main
+
+    vae.save_pretrained(tmp_path / "vae")
+    opts = [f"data.root={synth_mp4}", "data.num_frames=8", "data.frame_stride=2"]
+    assert main(["cache", "--preset", "tiny", "--out", str(tmp_path / "c"), f"vae.path={tmp_path / 'vae'}", *opts]) == 0
+    assert main(["train", "--preset", "tiny", "--cache", str(tmp_path / "c"), "--run-dir", str(tmp_path / "run"),
+                 "train.max_steps=1", "train.align=false", *opts]) == 0
+    assert load_config("tiny", yaml_path=tmp_path / "run" / "config.yaml").vae.path == str((tmp_path / "vae").resolve())
+    with caplog.at_level("WARNING"):
+        assert main(["sample", str(tmp_path / "run"), "--out", str(tmp_path / "s"), "--num", "1", "--steps", "2"]) == 0
+    assert (tmp_path / "s" / "sample_000.mp4").exists() and "not the one" not in caplog.text
+    VideoVAE.tiny(seed=1).save_pretrained(tmp_path / "other")
+    with caplog.at_level("WARNING"):
+        assert main(["sample", str(tmp_path / "run"), "--out", str(tmp_path / "s2"), "--num", "1", "--steps", "2",
+                     "--vae", str(tmp_path / "other")]) == 0
+    assert "not the one whose latents" in caplog.text
+
+
 def test_alignment_end_to_end_adds_no_parameters(synth_mp4, vae, tmp_path):
     """cache --flow (Farneback + DINO loaded from a weights file the test writes) -> training with alignment;
     the checkpoint has exactly the tensors of a run without alignment, so sampling is unchanged."""
