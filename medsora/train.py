@@ -25,7 +25,7 @@ import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from .cache import LatentDataset
-from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from .checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
 from .config import Config, to_dict, to_yaml
 from .diffusion import GaussianDiffusion
 from .errors import MedsoraError
@@ -134,6 +134,10 @@ def train(cfg: Config, cache_dir: str | Path, run_dir: str | Path | None = None,
             raise TrainError(f"train.{name}={getattr(t, name)} is the global batch and must be divisible by the "
                              f"{world} processes x train.grad_accum={t.grad_accum} micro-batches")
     run_dir = Path(run_dir or t.out_dir)
+    if not resume and list_checkpoints(run_dir):   # never train over another run's checkpoints and log
+        newest = list_checkpoints(run_dir)[-1].name
+        raise TrainError(f"{run_dir} already holds the checkpoints of a run (newest {newest}); continue it with "
+                         "--resume auto, or train into another --run-dir. Nothing was changed.")
     default = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
     device = torch.device(device or default)
     torch.manual_seed(t.seed)

@@ -117,6 +117,10 @@ def test_resume_equals_uninterrupted(cache, synth_mp4, tmp_path, recompute):
     assert full["steps"] == 9                                     # 8 clips / batch 3 -> 3 steps x 3 epochs
     # stop after 4 steps (mid-epoch), then resume to the end
     train(tiny_cfg(synth_mp4, *opts, "train.max_steps=4"), cache, tmp_path / "part", progress=False)
+    before = {p: p.read_bytes() for p in (tmp_path / "part").rglob("*") if p.is_file()}
+    with pytest.raises(TrainError, match="--resume auto"):            # a fresh run over it is refused, untouched
+        train(cfg, cache, tmp_path / "part", progress=False)
+    assert {p: p.read_bytes() for p in (tmp_path / "part").rglob("*") if p.is_file()} == before
     resumed = train(cfg, cache, tmp_path / "part", resume="auto", progress=False)
     assert resumed["steps"] == 9
     for name in ("model.safetensors", "ema.safetensors", "optimizer.safetensors"):
