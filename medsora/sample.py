@@ -44,6 +44,9 @@ def to_uint8(video: torch.Tensor) -> np.ndarray:
 def sample(checkpoint: str | Path, vae, out_dir: str | Path, num: int = 8, batch_size: int = 4,
            sampler: str | None = None, steps: int | None = None, seed: int = 0, png: bool = False,
            fps: float = 8.0, device: str | None = None, progress: bool = True) -> list[Path]:
+    for name, value in (("num", num), ("batch_size", batch_size), ("steps", 1 if steps is None else steps)):
+        if value < 1:
+            raise ValueError(f"sample: {name}={value} must be at least 1")
     ckpt = resolve_checkpoint(checkpoint)
     meta = verify(ckpt)
     cfg = from_dict(meta["config"])

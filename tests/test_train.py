@@ -206,6 +206,9 @@ def test_sample_writes_videos(cache, synth_mp4, vae, tmp_path):
     a = load_file(tmp_path / "out" / "latents.safetensors")["latents"][0]
     b = load_file(tmp_path / "out2" / "latents.safetensors")["latents"][0]
     assert torch.equal(a, b) and again
+    for bad in ({"num": 0}, {"batch_size": 0}, {"steps": 0}):            # refused, not silently defaulted
+        with pytest.raises(ValueError, match=f"{next(iter(bad))}=0 must be at least 1"):
+            sample(tmp_path / "run", vae, tmp_path / "bad", **{"num": 1, **bad}, progress=False)
 
 
 def test_cli_cache_train_sample_find_the_vae(synth_mp4, vae, tmp_path, caplog):
