@@ -9,6 +9,8 @@ import logging
 import os
 import sys
 
+from . import __version__
+
 
 def _config_args(p: argparse.ArgumentParser, default_preset: str = "tiny") -> None:
     p.add_argument("--preset", default=default_preset, choices=["tiny", "S", "B", "L"],
@@ -192,6 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="medsora", description="MedSora: train, sample and evaluate medical video "
                                 "generators (Mamba diffusion + optical-flow alignment).")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.add_argument("--version", action="version", version=f"medsora {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     cfg = sub.add_parser("config", help="show the resolved configuration").add_subparsers(dest="sub", metavar="ACTION")

@@ -72,6 +72,11 @@ def test_cli_overrides_anywhere_on_the_line(capsys):
     assert "preset: S" in out and "seed: 3" in out and "size: 256" in out
     assert main(["config", "show", "B", "data.size=100"]) == 2
     assert "data.size=100 is not allowed" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    from medsora import __version__
+
+    assert capsys.readouterr().out.strip() == f"medsora {__version__}"
 
 
 def test_cli_reports_bad_input_in_one_line(tmp_path, capsys):
