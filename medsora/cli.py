@@ -107,6 +107,13 @@ def cmd_sample(args) -> int:
         raise ValueError(f"the checkpoint of {args.checkpoint} does not say which VAE its latents came from; pass "
                          "--vae FOLDER (the VAE its latent cache was built with)")
     vae = load_vae(ckpt_cfg.vae, args.device)
+    if args.reconstruct:
+        from .sample import reconstruct
+
+        paths = reconstruct(args.checkpoint, vae, args.out, num=args.reconstruct, batch_size=args.batch_size,
+                            png=args.png)
+        print(f"wrote {len(paths)} real clips through the VAE (mp4 + gif) to {args.out}")
+        return 0
     paths = sample(args.checkpoint, vae, args.out, num=args.num, batch_size=args.batch_size, sampler=args.sampler,
                    steps=args.steps, seed=args.seed, png=args.png, device=args.device)
     print(f"wrote {len(paths)} videos (mp4 + gif) to {args.out}")
@@ -183,7 +190,8 @@ def cmd_demo(args) -> int:
 def cmd_report(args) -> int:
     from .report import build_report
 
-    print(build_report(args.run_dir, samples_dir=args.samples, real_dir=args.real, out=args.out))
+    print(build_report(args.run_dir, samples_dir=args.samples, real_dir=args.real, out=args.out,
+                       recon_dir=args.reconstructions))
     return 0
 
 
@@ -250,6 +258,9 @@ def build_parser() -> argparse.ArgumentParser:
     smp.add_argument("--vae", default=None, help="VAE folder (default: the one in the checkpoint's config)")
     smp.add_argument("--compensation", default=None, help="frequency-compensation weights for the VAE")
     smp.add_argument("--device", default=None)
+    smp.add_argument("--reconstruct", type=int, default=0, metavar="N",
+                     help="instead of sampling, decode N real clips of the run's latent cache: what the VAE alone "
+                          "keeps, the reference to compare samples with (medsora report --reconstructions)")
     smp.set_defaults(func=cmd_sample)
     ev = sub.add_parser("eval", help="FVD, CD-FVD, FID, IS and frame consistency of generated vs real videos")
     ev.add_argument("--real", required=True, help="folder of real videos / frame folders")
@@ -310,6 +321,9 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("run_dir")
     rep.add_argument("--samples", default=None, help="generated videos (default: RUN_DIR/samples)")
     rep.add_argument("--real", default=None, help="real videos (default: the config's data.root)")
+    rep.add_argument("--reconstructions", default=None,
+                     help="real clips through the VAE, from `medsora sample --reconstruct N` (default: "
+                          "RUN_DIR/reconstructions if present)")
     rep.add_argument("--out", default=None, help="HTML path (default: RUN_DIR/report.html)")
     rep.set_defaults(func=cmd_report)
     return p

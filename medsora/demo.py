@@ -58,7 +58,7 @@ def run_demo(out: str | Path = "runs/demo", videos: int = 12, frames: int = 100,
     from .data.clips import video_loader
     from .data.synth import write_dataset
     from .report import build_report
-    from .sample import sample
+    from .sample import reconstruct, sample
     from .train import train
     from .vae.autoencoder import load_vae
     from .vae.evaluate import evaluate_reconstruction
@@ -109,6 +109,9 @@ def run_demo(out: str | Path = "runs/demo", videos: int = 12, frames: int = 100,
     _stage(out, "sample", timings, lambda: sample(out / "run", get_vae(), out / "samples", num=samples,
                                                   batch_size=4, steps=sample_steps, seed=seed, progress=progress),
            progress)
+
+    _stage(out, "reconstruct", timings, lambda: reconstruct(out / "run", get_vae(), out / "reconstructions",
+                                                            num=samples, progress=progress), progress)
 
     def metrics_stage():
         from .evaluate import evaluate

@@ -90,23 +90,25 @@ def _plot_losses(metrics_file: Path, out: Path) -> Path | None:
     return out
 
 
-def _plot_stats(real: dict, fake: dict, out: Path) -> Path:
+def _plot_stats(sets: dict[str, dict], out: Path) -> Path:
+    """Bar and box plots of clip_stats for each named set (real, through the VAE, generated)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(11, 3))
-    x = np.arange(3)
-    for k, (name, s) in enumerate((("real", real), ("generated", fake))):
+    x, width = np.arange(3), 0.8 / len(sets)
+    for k, (name, s) in enumerate(sets.items()):
         m = np.asarray(s["rgb_mean"])
-        axes[0].bar(x + k * 0.4, m.mean(0), 0.4, yerr=m.std(0), label=name, color=["#888", "#c44"][k])
-    axes[0].set_xticks(x + 0.2, ["R", "G", "B"])
+        axes[0].bar(x + k * width, m.mean(0), width, yerr=m.std(0), label=name, color=["#888", "#59a", "#c44"][k])
+    axes[0].set_xticks(x + 0.4 - width / 2, ["R", "G", "B"])
     axes[0].set_title("mean colour (± std over clips)")
-    axes[0].legend()
-    axes[1].boxplot([real["motion"], fake["motion"]], tick_labels=["real", "generated"])
+    axes[0].legend(fontsize=7)
+    labels = [name.replace(" through the ", "\nthrough ") for name in sets]
+    axes[1].boxplot([s["motion"] for s in sets.values()], tick_labels=labels)
     axes[1].set_title("frame-to-frame |difference|")
-    axes[2].boxplot([real["dark"], fake["dark"]], tick_labels=["real", "generated"])
+    axes[2].boxplot([s["dark"] for s in sets.values()], tick_labels=labels)
     axes[2].set_title("dark fraction (vignette)")
     fig.tight_layout()
     fig.savefig(out, dpi=90)
@@ -154,8 +156,11 @@ def _table(rows: list[list], head: list[str]) -> str:
 
 
 def build_report(run_dir: str | Path, samples_dir: str | Path | None = None, real_dir: str | Path | None = None,
-                 out: str | Path | None = None, num: int = 6) -> Path:
-    """Write `report.html` (default: in run_dir) from what the run folder holds; returns its path."""
+                 out: str | Path | None = None, num: int = 6, recon_dir: str | Path | None = None) -> Path:
+    """Write `report.html` (default: in run_dir) from what the run folder holds; returns its path.
+
+    `recon_dir` (default RUN/reconstructions): real clips through the VAE (`medsora sample --reconstruct`), shown
+    and measured as a third set between the real and the generated clips."""
     import yaml
 
     run_dir = Path(run_dir)
@@ -181,9 +186,12 @@ def build_report(run_dir: str | Path, samples_dir: str | Path | None = None, rea
     frames = fake[0].shape[0] if fake else data.get("num_frames")
     size = fake[0].shape[1] if fake else data.get("size")
     real = load_videos(real_dir, num, frames, data.get("frame_stride", 1), size) if real_dir.exists() else []
+    recon_dir = Path(recon_dir) if recon_dir else run_dir / "reconstructions"
+    recon = load_videos(recon_dir, num) if recon_dir.exists() else []
+    sets = {name: vids for name, vids in (("real", real), ("real through the VAE", recon), ("generated", fake)) if vids}
     if real or fake:
         parts.append("<h2>Real and generated clips</h2><div class=grid>")
-        for name, vids in (("real", real), ("generated", fake)):
+        for name, vids in sets.items():
             gifs = [write_gif(assets / f"{name}_{i}.gif", v) for i, v in enumerate(vids)]
             flows = _flow_images(vids, assets, name) if vids and vids[0].shape[0] > 1 else []
             parts.append(f"<div><h3>{name} ({len(vids)})</h3>" +
@@ -192,14 +200,19 @@ def build_report(run_dir: str | Path, samples_dir: str | Path | None = None, rea
                           "".join(f"<img src='{rel(f)}'>" for f in flows) if flows else "") + "</div>")
         parts.append("</div>")
     if real and fake:
-        rs, fs = clip_stats(real), clip_stats(fake)
-        fig = _plot_stats(rs, fs, assets / "stats.png")
-        r, f = summarize(rs), summarize(fs)
-        rows = [[k, r[k], f[k]] for k in r]
-        parts.append("<h2>Generated vs real: statistics</h2>" + _table(rows, ["statistic", "real", "generated"]) +
+        stats = {name: clip_stats(vids) for name, vids in sets.items()}
+        fig = _plot_stats(stats, assets / "stats.png")
+        means = {name: summarize(st) for name, st in stats.items()}
+        rows = [[k, *(m[k] for m in means.values())] for k in means["real"]]
+        vae_note = (" The real clips through the VAE show what the VAE alone keeps: a sample can at best match them, "
+                    "so a gap between real and them is the VAE's, a gap between them and the generated clips the "
+                    "model's.") if recon else ""
+        parts.append("<h2>Generated vs real: statistics</h2>" + _table(rows, ["statistic", *means]) +
                      f"<img src='{rel(fig)}'><p>rgb_mean: mean colour; rgb_std: spatial contrast; motion: mean absolute "
-                     "frame-to-frame difference (grey levels); dark: fraction of near-black pixels (the vignette).</p>")
-        (out.parent / "clip_stats.json").write_text(json.dumps({"real": r, "generated": f}, indent=1))
+                     "frame-to-frame difference (grey levels); dark: fraction of near-black pixels (the vignette)."
+                     f"{vae_note}</p>")
+        keys = {"real": "real", "real through the VAE": "vae_reconstructed", "generated": "generated"}
+        (out.parent / "clip_stats.json").write_text(json.dumps({keys[n]: m for n, m in means.items()}, indent=1))
     # curves
     metrics_file = next((p for p in (run_dir / "metrics.jsonl", run_dir / "run" / "metrics.jsonl") if p.exists()), None)
     if metrics_file:

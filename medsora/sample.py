@@ -1,7 +1,8 @@
 """`medsora sample`: videos from a checkpoint's EMA weights (DDIM or DDPM), decoded by the VAE.
 
 Writes `sample_000.mp4` + `sample_000.gif` (and PNG frames on request) and `latents.safetensors`
-(the sampled latents, for statistics) into the output folder.
+(the sampled latents, for statistics) into the output folder. `reconstruct` writes real clips of the run's
+latent cache decoded by the VAE (`recon_000.mp4`, ...): the reference that shows what the VAE alone loses.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import torch
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
+from .cache import LatentDataset
 from .checkpoint import latest_checkpoint, load_weights, verify
 from .config import from_dict, latent_frames
 from .data.video import write_frames, write_gif, write_video
@@ -86,14 +88,51 @@ def sample(checkpoint: str | Path, vae, out_dir: str | Path, num: int = 8, batch
         else:
             raise ValueError(f"sampler must be ddim or ddpm, got {sampler!r}")
         latents.append(z.cpu())
-        videos = vae.decode(z.to(vae.device, vae.dtype)).float().cpu()     # (n, T, 3, H, W)
-        for k, v in enumerate(videos):
-            frames = to_uint8(v)
-            name = f"sample_{start + k:03d}"
-            paths.append(write_video(out_dir / f"{name}.mp4", frames, fps=fps))
-            write_gif(out_dir / f"{name}.gif", frames, fps=fps)
-            if png:
-                write_frames(out_dir / name, frames)
+        paths += _decode_and_write(vae, z, out_dir, "sample", start, fps, png)
     save_file({"latents": torch.cat(latents).contiguous()}, str(out_dir / "latents.safetensors"),
               metadata={"checkpoint": str(ckpt), "sampler": sampler, "steps": str(steps), "seed": str(seed)})
+    return paths
+
+
+def _decode_and_write(vae, z: torch.Tensor, out_dir: Path, prefix: str, start: int, fps: float,
+                      png: bool) -> list[Path]:
+    """Decode latents (n, f, C, h, w) and write `{prefix}_{k:03d}` .mp4 + .gif (+ PNG frames) from index `start`."""
+    paths = []
+    videos = vae.decode(z.to(vae.device, vae.dtype)).float().cpu()     # (n, T, 3, H, W)
+    for k, v in enumerate(videos):
+        frames = to_uint8(v)
+        name = f"{prefix}_{start + k:03d}"
+        paths.append(write_video(out_dir / f"{name}.mp4", frames, fps=fps))
+        write_gif(out_dir / f"{name}.gif", frames, fps=fps)
+        if png:
+            write_frames(out_dir / name, frames)
+    return paths
+
+
+@torch.no_grad()
+def reconstruct(checkpoint: str | Path, vae, out_dir: str | Path, num: int = 8, batch_size: int = 4,
+                cache_dir: str | Path | None = None, png: bool = False, fps: float = 8.0,
+                progress: bool = True) -> list[Path]:
+    """Real clips through the VAE alone: decode `num` unflipped clips of the run's latent cache (spread evenly
+    over it) into `recon_000.mp4` ... What the VAE keeps of real videos bounds what any sample can show, so
+    comparing samples with these (not only with the raw videos) separates the VAE's losses from the model's."""
+    if num < 1 or batch_size < 1:
+        raise ValueError(f"reconstruct: num={num} and batch_size={batch_size} must be at least 1")
+    ckpt = resolve_checkpoint(checkpoint)
+    cache_dir = cache_dir or verify(ckpt).get("extra", {}).get("cache")
+    if not cache_dir:
+        raise ValueError(f"the checkpoint {ckpt} does not record its latent cache; pass cache_dir")
+    ds = LatentDataset(cache_dir, hflip=False)
+    if ds.manifest["vae"] != vae.fingerprint:   # other latents would decode to noise: refused, not warned
+        raise ValueError(f"the cache {cache_dir} was encoded by the VAE {ds.manifest['vae']}, the VAE given is "
+                         f"{vae.fingerprint}; pass the VAE the cache was built with")
+    if num > len(ds):
+        log.warning("the cache holds %d clips; reconstructing all of them, not %d", len(ds), num)
+    ids = sorted(set(np.linspace(0, len(ds) - 1, min(num, len(ds))).round().astype(int).tolist()))
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for start in tqdm(range(0, len(ids), batch_size), desc="reconstructing", unit="batch", disable=not progress):
+        z = torch.stack([ds.get(i, 0)["video"] for i in ids[start:start + batch_size]])
+        paths += _decode_and_write(vae, z, out_dir, "recon", start, fps, png)
     return paths

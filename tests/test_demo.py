@@ -12,16 +12,18 @@ def test_demo_end_to_end_and_resume(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "report:" in printed and str(out / "report.html") in printed
     summary = json.loads((out / "summary.json").read_text())
-    assert set(summary["timings"]) >= {"data", "vae", "cache", "train", "sample", "metrics", "total"}
+    assert set(summary["timings"]) >= {"data", "vae", "cache", "train", "sample", "reconstruct", "metrics", "total"}
     assert [s for s, _ in summary["eval_mse"]][0] == 0 and summary["eval_mse"][-1][0] == 4
     assert any("alignment was OFF" in n for n in summary["notes"])       # no DINO weights here: said, not faked
     page = (out / "report.html").read_text()
-    for needle in ("Real and generated clips", "Training", "Metrics", "not computed", "Generated vs real", "Timings"):
+    for needle in ("Real and generated clips", "Training", "Metrics", "not computed", "Generated vs real", "Timings",
+                   "real through the VAE", "a gap between them and the generated clips the model's"):
         assert needle in page, needle
-    assert len(list((out / "samples").glob("*.mp4"))) == 2
+    assert len(list((out / "samples").glob("*.mp4"))) == 2 and len(list((out / "reconstructions").glob("*.mp4"))) == 2
+    assert set(json.loads((out / "clip_stats.json").read_text())) == {"real", "vae_reconstructed", "generated"}
     # a second run skips every finished stage
     assert main(args) == 0
-    assert capsys.readouterr().out.count("done already, skipped") == 6
+    assert capsys.readouterr().out.count("done already, skipped") == 7
 
 
 def test_report_of_a_plain_run(tmp_path):

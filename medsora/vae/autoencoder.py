@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.util
 import json
 from pathlib import Path
 
@@ -94,7 +95,7 @@ class VideoVAE(nn.Module):
                     f"{folder / WEIGHTS_NAME} not found: the VAE weights are missing. Download them from "
                     f"{COGVIDEOX_URL} into {folder}, or train a tiny VAE (`train_tiny_vae`).")
             try:
-                vae = AutoencoderKLCogVideoX.from_pretrained(folder, torch_dtype=torch_dtype)
+                vae = AutoencoderKLCogVideoX.from_pretrained(folder, torch_dtype=torch_dtype, **_LOW_MEM)
             except (RuntimeError, ValueError, OSError) as e:  # weights that do not fit config.json, broken files
                 first = " ".join(str(e).strip().splitlines()[:3])[:400]
                 raise ValueError(f"the VAE in {folder} could not be loaded: {first}. Its weights must match its "
@@ -103,7 +104,8 @@ class VideoVAE(nn.Module):
             name = json.loads((folder / "config.json").read_text()).get("_medsora_name", "cogvideox")
         elif _looks_like_hub_id(str(path_or_hub_id)):
             try:
-                vae = AutoencoderKLCogVideoX.from_pretrained(str(path_or_hub_id), subfolder=subfolder, torch_dtype=torch_dtype)
+                vae = AutoencoderKLCogVideoX.from_pretrained(str(path_or_hub_id), subfolder=subfolder,
+                                                              torch_dtype=torch_dtype, **_LOW_MEM)
             except Exception as e:  # no internet, no such repo, gated repo ...
                 raise OSError(
                     f"could not load {path_or_hub_id!r} (subfolder {subfolder!r}) from the Hugging Face hub: {e}. "
@@ -316,6 +318,10 @@ def _hash_tensors(h, state: dict[str, torch.Tensor]) -> None:
 
 def _plain(cfg: dict) -> dict:
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.items() if not k.startswith("_")}
+
+
+# diffusers loads with less memory through accelerate and says so on every load without it: ask only where it can
+_LOW_MEM = {"low_cpu_mem_usage": importlib.util.find_spec("accelerate") is not None}
 
 
 def _looks_like_hub_id(s: str) -> bool:
