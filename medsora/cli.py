@@ -70,11 +70,12 @@ def _require_root(cfg, what: str) -> None:
 
 def cmd_cache(args) -> int:
     from .cache import build_cache, flow_targets_from_config
+    from .runtime import default_device
     from .vae.autoencoder import load_vae
 
     cfg = _load(args)
     _require_root(cfg, "the videos to encode")
-    vae = load_vae(cfg.vae, args.device)
+    vae = load_vae(cfg.vae, default_device(args.device))
     flow = flow_targets_from_config(cfg, vae.device) if args.flow else None
     out = build_cache(cfg, vae, args.out, flow=flow)
     print(f"latent cache ready: {out}")
@@ -95,6 +96,7 @@ def cmd_train(args) -> int:
 def cmd_sample(args) -> int:
     from .checkpoint import verify
     from .config import from_dict
+    from .runtime import default_device
     from .sample import resolve_checkpoint, sample
     from .vae.autoencoder import load_vae
 
@@ -106,17 +108,19 @@ def cmd_sample(args) -> int:
     if not ckpt_cfg.vae.path:
         raise ValueError(f"the checkpoint of {args.checkpoint} does not say which VAE its latents came from; pass "
                          "--vae FOLDER (the VAE its latent cache was built with)")
-    vae = load_vae(ckpt_cfg.vae, args.device)
+    vae = load_vae(ckpt_cfg.vae, default_device(args.device))
     if args.reconstruct:
         from .sample import reconstruct
 
         paths = reconstruct(args.checkpoint, vae, args.out, num=args.reconstruct, batch_size=args.batch_size,
                             png=args.png)
-        print(f"wrote {len(paths)} real clips through the VAE (mp4 + gif) to {args.out}")
+        if os.environ.get("RANK", "0") == "0":
+            print(f"wrote {len(paths)} real clips through the VAE (mp4 + gif) to {args.out}")
         return 0
     paths = sample(args.checkpoint, vae, args.out, num=args.num, batch_size=args.batch_size, sampler=args.sampler,
                    steps=args.steps, seed=args.seed, png=args.png, device=args.device)
-    print(f"wrote {len(paths)} videos (mp4 + gif) to {args.out}")
+    if os.environ.get("RANK", "0") == "0":      # under torchrun, once
+        print(f"wrote {len(paths)} videos (mp4 + gif) to {args.out}")
     return 0
 
 
@@ -134,13 +138,14 @@ def cmd_eval(args) -> int:
 
 def cmd_vae_train(args) -> int:
     from .data.clips import video_loader
+    from .runtime import default_device
     from .vae.autoencoder import VideoVAE
     from .vae.train import CompensationConfig, train_compensation
 
     cfg = _load(args)
     _require_root(cfg, "the videos to train on")
     clips = video_loader(cfg.data.root, cfg.data, args.holdout, batch_size=args.batch_size, seed=cfg.train.seed)
-    vae = VideoVAE.from_pretrained(args.base).to(args.device or "cpu")
+    vae = VideoVAE.from_pretrained(args.base).to(default_device(args.device))
     ccfg = CompensationConfig(epochs=args.epochs, max_steps=args.max_steps, lr=args.lr,
                               lpips_weight=args.lpips_weight, lpips_trunk=args.lpips_trunk or "", seed=cfg.train.seed)
     res = train_compensation(vae, clips, ccfg, out_dir=args.out)
@@ -164,6 +169,7 @@ def cmd_vae_eval(args) -> int:
     import json
 
     from .data.clips import video_loader
+    from .runtime import default_device
     from .vae.autoencoder import VideoVAE
     from .vae.evaluate import evaluate_reconstruction
 
@@ -171,7 +177,7 @@ def cmd_vae_eval(args) -> int:
     _require_root(cfg, "the held-out videos")
     clips = video_loader(cfg.data.root, cfg.data, args.holdout, heldout=args.holdout > 0, batch_size=1,
                          shuffle=False)
-    vae = VideoVAE.from_pretrained(args.base, compensation=args.compensation).to(args.device or "cpu")
+    vae = VideoVAE.from_pretrained(args.base, compensation=args.compensation).to(default_device(args.device))
     res = evaluate_reconstruction(None, vae, clips, args.out, max_clips=args.max_clips)
     print(json.dumps(res, indent=1))
     return 0
@@ -249,7 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
     smp = sub.add_parser("sample", help="sample videos from a checkpoint's EMA weights")
     smp.add_argument("checkpoint", help="checkpoint folder or run folder (its newest checkpoint)")
     smp.add_argument("--out", required=True, help="output folder for mp4/gif")
-    smp.add_argument("--num", type=int, default=8)
+    smp.add_argument("--num-videos", "--num", dest="num", type=int, default=8,
+                     help="videos to write (under torchrun spell it --num-videos: torchrun reads --num as its own)")
     smp.add_argument("--batch-size", type=int, default=4)
     smp.add_argument("--sampler", choices=["ddim", "ddpm"], default=None, help="default: the config's")
     smp.add_argument("--steps", type=int, default=None, help="sampling steps (default: the config's)")
@@ -257,7 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     smp.add_argument("--png", action="store_true", help="also write PNG frames")
     smp.add_argument("--vae", default=None, help="VAE folder (default: the one in the checkpoint's config)")
     smp.add_argument("--compensation", default=None, help="frequency-compensation weights for the VAE")
-    smp.add_argument("--device", default=None)
+    smp.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     smp.add_argument("--reconstruct", type=int, default=0, metavar="N",
                      help="instead of sampling, decode N real clips of the run's latent cache: what the VAE alone "
                           "keeps, the reference to compare samples with (medsora report --reconstructions)")
@@ -270,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--weights", default=None, help="folder holding the metric networks' weight files")
     ev.add_argument("--out", default=None, help="JSON path for the results (a .md table is written beside it)")
     ev.add_argument("--real-stride", type=int, default=3, help="frame stride of real clips (1 for pre-cut clips)")
-    ev.add_argument("--device", default=None)
+    ev.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     ev.set_defaults(func=cmd_eval)
     vae = sub.add_parser("vae", help="frequency-compensation VAE: train, evaluate, or train a tiny VAE from scratch")
     vae_sub = vae.add_subparsers(dest="sub", metavar="ACTION")
@@ -284,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     vt.add_argument("--holdout", type=int, default=0, help="last clips kept out for `vae eval`")
     vt.add_argument("--lpips-weight", type=float, default=1.0, help="0 switches LPIPS off (no VGG weights needed)")
     vt.add_argument("--lpips-trunk", default=None, help="torchvision VGG16 ImageNet weights file for LPIPS")
-    vt.add_argument("--device", default=None)
+    vt.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     _config_args(vt)
     vt.set_defaults(func=cmd_vae_train)
     vtt = vae_sub.add_parser("train-tiny", help="train a whole tiny VAE from scratch (demo / no CogVideoX weights)")
@@ -299,7 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
     ve.add_argument("--out", required=True)
     ve.add_argument("--holdout", type=int, default=0, help="evaluate on the last N clips only")
     ve.add_argument("--max-clips", type=int, default=0)
-    ve.add_argument("--device", default=None)
+    ve.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     _config_args(ve)
     ve.set_defaults(func=cmd_vae_eval)
 

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import save_file
+import torch.distributed as dist
+from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from .cache import LatentDataset
@@ -20,6 +21,7 @@ from .config import from_dict, latent_frames
 from .data.video import write_frames, write_gif, write_video
 from .diffusion import ddim_sample, ddpm_sample
 from .models.medsora import build_model
+from .runtime import default_device, init_distributed
 from .train import make_diffusion
 
 log = logging.getLogger(__name__)
@@ -56,7 +58,7 @@ def sample(checkpoint: str | Path, vae, out_dir: str | Path, num: int = 8, batch
     if trained_on and trained_on != vae.fingerprint:   # allowed (e.g. decoding with a compensated decoder), but said
         log.warning("the VAE given (%s) is not the one whose latents %s was trained on (%s); the samples are decoded "
                     "by another VAE", vae.fingerprint, ckpt, trained_on)
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = default_device(device)
     model = build_model(cfg.model)
     load_weights(ckpt / "ema.safetensors", model, "EMA model")
     model.to(device).eval()
@@ -65,6 +67,8 @@ def sample(checkpoint: str | Path, vae, out_dir: str | Path, num: int = 8, batch
                          f"{cfg.model.in_channels}; use the VAE the latent cache was built with")
     diffusion = make_diffusion(cfg)
     sampler = sampler or cfg.diffusion.sampler
+    if sampler not in ("ddim", "ddpm"):
+        raise ValueError(f"sampler must be ddim or ddpm, got {sampler!r}")
     steps = steps or cfg.diffusion.sample_steps
     fv = latent_frames(cfg.data.num_frames)
     shape = (fv, cfg.model.in_channels, *cfg.model.input_size)
@@ -74,39 +78,66 @@ def sample(checkpoint: str | Path, vae, out_dir: str | Path, num: int = 8, batch
     def model_fn(x, t):
         return model(x, t, num_video_frames=fv)
 
-    paths, latents = [], []
-    for b, start in enumerate(tqdm(range(0, num, batch_size), desc="sampling", unit="batch", disable=not progress)):
-        n = min(batch_size, num - start)
+    # batch b always has the noise of seed (seed, b): N processes (torchrun) each take every N-th batch and
+    # write exactly the videos one process would
+    rank, world, _, started_pg = init_distributed()
+    starts = list(range(0, num, batch_size))
+    if world > 1:
+        log.info("process %d of %d samples batches %s of %d", rank, world, list(range(rank, len(starts), world)),
+                 len(starts))
+    latents = {}
+    for b in tqdm(range(rank, len(starts), world), desc="sampling", unit="batch", disable=not (progress and rank == 0)):
+        n = min(batch_size, num - starts[b])
         g = torch.Generator().manual_seed(seed * 1_000_003 + b)
         noise = torch.randn((n, *shape), generator=g)
         if sampler == "ddim":
             z = ddim_sample(diffusion, model_fn, noise.shape, steps=steps, eta=cfg.diffusion.eta, noise=noise,
                             device=device, progress=False)
-        elif sampler == "ddpm":
+        else:
             z = ddpm_sample(diffusion, model_fn, noise.shape, steps=steps, noise=noise, generator=g,
                             device=device, progress=False)
-        else:
-            raise ValueError(f"sampler must be ddim or ddpm, got {sampler!r}")
-        latents.append(z.cpu())
-        paths += _decode_and_write(vae, z, out_dir, "sample", start, fps, png)
-    save_file({"latents": torch.cat(latents).contiguous()}, str(out_dir / "latents.safetensors"),
-              metadata={"checkpoint": str(ckpt), "sampler": sampler, "steps": str(steps), "seed": str(seed)})
-    return paths
+        latents[b] = z.cpu()
+        _decode_and_write(vae, z, out_dir, "sample", starts[b], fps, png)
+    if world > 1:   # process 0 collects every process's latents, in sample order
+        _save_part(latents, out_dir / f".latents-{rank}.safetensors")
+        _barrier(device)
+        if rank == 0:
+            for r in range(1, world):
+                latents.update(_load_part(out_dir / f".latents-{r}.safetensors"))
+    if rank == 0:
+        save_file({"latents": torch.cat([latents[b] for b in range(len(starts))]).contiguous()},
+                  str(out_dir / "latents.safetensors"),
+                  metadata={"checkpoint": str(ckpt), "sampler": sampler, "steps": str(steps), "seed": str(seed)})
+    if world > 1:
+        _barrier(device)
+        (out_dir / f".latents-{rank}.safetensors").unlink()
+        if started_pg:
+            dist.destroy_process_group()
+    return [out_dir / f"sample_{i:03d}.mp4" for i in range(num)]
 
 
-def _decode_and_write(vae, z: torch.Tensor, out_dir: Path, prefix: str, start: int, fps: float,
-                      png: bool) -> list[Path]:
+def _save_part(latents: dict[int, torch.Tensor], path: Path) -> None:
+    save_file({str(b): z.contiguous() for b, z in latents.items()}, str(path))
+
+
+def _load_part(path: Path) -> dict[int, torch.Tensor]:
+    return {int(b): z for b, z in load_file(str(path)).items()}
+
+
+def _barrier(device: torch.device) -> None:
+    dist.barrier(device_ids=[device.index or 0]) if device.type == "cuda" else dist.barrier()
+
+
+def _decode_and_write(vae, z: torch.Tensor, out_dir: Path, prefix: str, start: int, fps: float, png: bool) -> None:
     """Decode latents (n, f, C, h, w) and write `{prefix}_{k:03d}` .mp4 + .gif (+ PNG frames) from index `start`."""
-    paths = []
     videos = vae.decode(z.to(vae.device, vae.dtype)).float().cpu()     # (n, T, 3, H, W)
     for k, v in enumerate(videos):
         frames = to_uint8(v)
         name = f"{prefix}_{start + k:03d}"
-        paths.append(write_video(out_dir / f"{name}.mp4", frames, fps=fps))
+        write_video(out_dir / f"{name}.mp4", frames, fps=fps)
         write_gif(out_dir / f"{name}.gif", frames, fps=fps)
         if png:
             write_frames(out_dir / name, frames)
-    return paths
 
 
 @torch.no_grad()
@@ -131,8 +162,13 @@ def reconstruct(checkpoint: str | Path, vae, out_dir: str | Path, num: int = 8, 
     ids = sorted(set(np.linspace(0, len(ds) - 1, min(num, len(ds))).round().astype(int).tolist()))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for start in tqdm(range(0, len(ids), batch_size), desc="reconstructing", unit="batch", disable=not progress):
+    rank, world, _, started_pg = init_distributed()   # under torchrun each process takes every N-th batch
+    batches = range(0, len(ids), batch_size)[rank::world]
+    for start in tqdm(batches, desc="reconstructing", unit="batch", disable=not (progress and rank == 0)):
         z = torch.stack([ds.get(i, 0)["video"] for i in ids[start:start + batch_size]])
-        paths += _decode_and_write(vae, z, out_dir, "recon", start, fps, png)
-    return paths
+        _decode_and_write(vae, z, out_dir, "recon", start, fps, png)
+    if world > 1:
+        _barrier(vae.device)
+        if started_pg:
+            dist.destroy_process_group()
+    return [out_dir / f"recon_{k:03d}.mp4" for k in range(len(ids))]

@@ -16,7 +16,6 @@ import dataclasses
 import json
 import logging
 import math
-import os
 import time
 from pathlib import Path
 
@@ -30,6 +29,7 @@ from .config import Config, to_dict, to_yaml
 from .diffusion import GaussianDiffusion
 from .errors import MedsoraError
 from .models.medsora import build_model
+from .runtime import default_device, init_distributed
 
 log = logging.getLogger(__name__)
 EVAL_T = (100, 300, 500, 700, 900)  # fixed timesteps of the held-out denoising loss
@@ -107,17 +107,6 @@ def denoising_loss(model, diffusion: GaussianDiffusion, ds: LatentDataset, num_v
     return total / max(n, 1)
 
 
-def _init_distributed() -> tuple[int, int, int, bool]:
-    """(rank, world size, local rank, whether we started the process group) from torchrun's environment."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return 0, 1, 0, False
-    started = not dist.is_initialized()
-    if started:
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")), started
-
-
 def train(cfg: Config, cache_dir: str | Path, run_dir: str | Path | None = None, resume: str | None = None,
           progress: bool = True, device: str | None = None) -> dict:
     """Train from a latent cache into `run_dir` (default cfg.train.out_dir); returns a summary dict.
@@ -127,7 +116,7 @@ def train(cfg: Config, cache_dir: str | Path, run_dir: str | Path | None = None,
     what one process with the same global batch computes. Only rank 0 writes logs and checkpoints.
     """
     t = cfg.train
-    rank, world, local_rank, started_pg = _init_distributed()
+    rank, world, local_rank, started_pg = init_distributed()
     main = rank == 0
     for name in ("batch_size", "warm_batch_size"):
         if getattr(t, name) % (world * t.grad_accum):
@@ -138,8 +127,7 @@ def train(cfg: Config, cache_dir: str | Path, run_dir: str | Path | None = None,
         newest = list_checkpoints(run_dir)[-1].name
         raise TrainError(f"{run_dir} already holds the checkpoints of a run (newest {newest}); continue it with "
                          "--resume auto, or train into another --run-dir. Nothing was changed.")
-    default = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
-    device = torch.device(device or default)
+    device = default_device(device)
     torch.manual_seed(t.seed)
 
     full = LatentDataset(cache_dir, seed=t.seed, hflip=cfg.data.hflip)

@@ -86,3 +86,29 @@ def test_sigkill_then_resume_is_bit_identical(cache, tmp_path, nproc):
     for name in ("model.safetensors", "ema.safetensors", "optimizer.safetensors"):
         a, b = weights(tmp_path / "ref", name), weights(run, name)
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+
+
+def test_two_processes_sample_what_one_does(cache, tmp_path):
+    """`medsora sample` under torchrun: each process takes every other batch (uneven here: 3 batches), and the
+    videos and latents are those of one process, bit for bit; the same for `--reconstruct`."""
+    run = tmp_path / "run"
+    done = cli("train", "--cache", str(cache), *ARGS, "train.batch_size=2", "train.max_steps=2", "--run-dir", str(run))
+    assert done.returncode == 0, done.stderr[-2000:]
+    VideoVAE.tiny(seed=0).save_pretrained(tmp_path / "vae")     # the VAE the cache was built with
+    common = ["sample", str(run), "--num-videos", "5", "--batch-size", "2", "--steps", "3", "--vae", str(tmp_path / "vae")]
+    for name, nproc in (("one", 1), ("two", 2)):
+        res = cli(*common, "--out", str(tmp_path / name), nproc=nproc)
+        assert res.returncode == 0, res.stderr[-2000:]
+        if nproc == 2:                                          # the work was split, not done twice
+            assert "process 0 of 2 samples batches [0, 2] of 3" in res.stderr
+            assert "process 1 of 2 samples batches [1] of 3" in res.stderr
+        rec = cli(*common, "--reconstruct", "3", "--out", str(tmp_path / f"rec-{name}"), nproc=nproc)
+        assert rec.returncode == 0, rec.stderr[-2000:]
+    a, b = (load_file(tmp_path / n / "latents.safetensors")["latents"] for n in ("one", "two"))
+    assert a.shape[0] == 5 and torch.equal(a, b)
+    for prefix in ("", "rec-"):
+        names = {n: sorted(p.name for p in (tmp_path / f"{prefix}{n}").iterdir()) for n in ("one", "two")}
+        assert names["one"] == names["two"] and not any(x.startswith(".") for x in names["two"])
+        for f in names["one"]:
+            if f.endswith(".mp4"):
+                assert (tmp_path / f"{prefix}one" / f).read_bytes() == (tmp_path / f"{prefix}two" / f).read_bytes()

@@ -1,0 +1,25 @@
+"""Where this process runs: its device, and its place in a torchrun job (rank, world size)."""
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.distributed as dist
+
+
+def init_distributed() -> tuple[int, int, int, bool]:
+    """(rank, world size, local rank, whether we started the process group) from torchrun's environment."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1, 0, False
+    started = not dist.is_initialized()
+    if started:
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")), started
+
+
+def default_device(device: str | torch.device | None = None) -> torch.device:
+    """`device` when given; else this process's GPU (cuda:LOCAL_RANK under torchrun) if CUDA is available; else CPU."""
+    if device:
+        return torch.device(device)
+    return torch.device(f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if torch.cuda.is_available() else "cpu")
