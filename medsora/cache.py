@@ -7,8 +7,9 @@ Each clip `i` is stored in both flip orientations `f` (0 = as read, 1 = horizont
     "{i}.{f}.video"        (f_v, C, h, w)  latents of the first `num_frames` frames
     "{i}.{f}.images"       (f_i, C, h, w)  latents of `num_images` frames of other videos, one chunk
     "{i}.{f}.flow.{layer}" (f_v, l, d)     alignment targets per DINO layer (with --flow), fp16
-A shard is written atomically and recorded in the manifest afterwards, so an interrupted run resumes
-at the first missing shard. A cache built with another VAE or clip geometry is refused, never overwritten.
+A shard is written atomically (its clips and failures in its own metadata) and recorded in the manifest
+afterwards, so an interrupted run resumes at the missing shards; under torchrun the processes share the shards.
+A cache built with another VAE or clip geometry is refused, never overwritten.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from safetensors import safe_open
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
@@ -29,6 +31,7 @@ from .config import Config, latent_frames
 from .data.clips import ClipDataset
 from .data.video import VideoError
 from .errors import MedsoraError
+from .runtime import init_distributed
 
 log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
@@ -103,16 +106,19 @@ def vae_source(cfg: Config) -> dict:
 @torch.no_grad()
 def build_cache(cfg: Config, vae, cache_dir: str | Path, flow: FlowTargets | None = None, shard_size: int = 32,
                 progress: bool = True) -> Path:
-    """Encode all clips of `cfg.data.root` (both flips) into `cache_dir`; resumes, skips shards already done."""
+    """Encode all clips of `cfg.data.root` (both flips) into `cache_dir`; resumes, skips shards already done.
+
+    Under torchrun each process encodes every N-th missing shard; process 0 alone writes the manifest, and
+    records the shards the others wrote (also those of a run killed before it could: on the next run)."""
+    rank, world, _, started_pg = init_distributed()
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    ds = ClipDataset(cfg.data.root, cfg.data, seed=cfg.train.seed, progress=progress)
+    ds = ClipDataset(cfg.data.root, cfg.data, seed=cfg.train.seed, progress=progress and rank == 0)
     manifest_path = cache_dir / MANIFEST
     fresh = {"version": CACHE_VERSION, "vae": vae.fingerprint, "geometry": _geometry(cfg),
              "root": str(Path(cfg.data.root).resolve()), "num_clips": len(ds), "shard_size": shard_size,
              "flow": flow.description if flow else None, "flow_layers": list(flow.layers) if flow else [],
              "shards": {}, "failed": []}
-    source = vae_source(cfg)
     if manifest_path.exists():
         manifest = json.loads(manifest_path.read_text())
         _check_same(manifest, "vae", fresh["vae"], cache_dir, "use another cache folder for this VAE")
@@ -128,14 +134,21 @@ def build_cache(cfg: Config, vae, cache_dir: str | Path, flow: FlowTargets | Non
                              "use another cache folder. Nothing was written.")
     else:
         manifest = fresh
-    if source:  # where the VAE was loaded from; training copies it into the run's config, so sampling finds it
-        manifest["vae_source"] = source
+    if vae_source(cfg):  # where the VAE was loaded from; training copies it into the run's config, for `sample`
+        manifest["vae_source"] = vae_source(cfg)
     shards = [list(range(s, min(s + shard_size, len(ds)))) for s in range(0, len(ds), shard_size)]
-    todo = [k for k in range(len(shards)) if f"shard-{k:05d}.safetensors" not in manifest["shards"]]
-    bar = tqdm(total=sum(len(shards[k]) for k in todo), desc="caching clips", unit="clip", disable=not progress)
+    if rank == 0:   # the manifest exists before any shard, so every shard file belongs to it
+        _adopt_shards(cache_dir, manifest, len(shards))
+        _write_json(manifest_path, manifest)
+    if world > 1:
+        dist.barrier()
+    todo = [k for k in range(len(shards)) if _shard_name(k) not in manifest["shards"]][rank::world]
+    if world > 1:
+        log.info("process %d of %d encodes shards %s", rank, world, todo)
+    bar = tqdm(total=sum(len(shards[k]) for k in todo), desc="caching clips", unit="clip",
+               disable=not (progress and rank == 0))
     for k in todo:
-        name = f"shard-{k:05d}.safetensors"
-        tensors, done = {}, []
+        tensors, done, failed = {}, [], []
         for i in shards[k]:
             try:
                 tensors.update(_encode_clip(ds, i, vae, flow))
@@ -143,17 +156,43 @@ def build_cache(cfg: Config, vae, cache_dir: str | Path, flow: FlowTargets | Non
             except VideoError as e:
                 src = ds.sources[ds.clips[i][0]].path
                 log.warning("clip %d of %s could not be decoded (%s); skipped", i, src, e)
-                manifest["failed"].append({"clip": i, "source": src, "reason": str(e)})
+                failed.append({"clip": i, "source": src, "reason": str(e)})
             bar.update(1)
-        tmp = cache_dir / (name + ".tmp")
-        save_file(tensors, str(tmp), metadata={"clips": json.dumps(done)})
-        os.replace(tmp, cache_dir / name)
-        manifest["shards"][name] = done
-        _write_json(manifest_path, manifest)
+        tmp = cache_dir / (_shard_name(k) + ".tmp")
+        save_file(tensors, str(tmp), metadata={"clips": json.dumps(done), "failed": json.dumps(failed)})
+        os.replace(tmp, cache_dir / _shard_name(k))
+        if world == 1:  # recorded at once; with several processes, process 0 records them all at the end
+            _adopt_shards(cache_dir, manifest, len(shards))
+            _write_json(manifest_path, manifest)
     bar.close()
+    if world > 1:
+        dist.barrier()
+        if rank == 0:
+            _adopt_shards(cache_dir, manifest, len(shards))
+            _write_json(manifest_path, manifest)
+        dist.barrier()
+        manifest = json.loads(manifest_path.read_text())
+        if started_pg:
+            dist.destroy_process_group()
     if not any(manifest["shards"].values()):
         raise CacheError(f"no clip of {cfg.data.root} could be encoded; run `medsora data check {cfg.data.root}`")
     return cache_dir
+
+
+def _shard_name(k: int) -> str:
+    return f"shard-{k:05d}.safetensors"
+
+
+def _adopt_shards(cache_dir: Path, manifest: dict, n_shards: int) -> None:
+    """Record in `manifest` the shard files on disk it does not list yet (clips and failures from their metadata).
+    A shard file is complete by construction (written to a temporary name, then renamed)."""
+    for k in range(n_shards):
+        name = _shard_name(k)
+        if name not in manifest["shards"] and (cache_dir / name).exists():
+            with safe_open(str(cache_dir / name), framework="pt") as f:
+                meta = f.metadata() or {}
+            manifest["shards"][name] = json.loads(meta.get("clips", "[]"))
+            manifest["failed"] += json.loads(meta.get("failed", "[]"))
 
 
 def _encode_clip(ds: ClipDataset, i: int, vae, flow: FlowTargets | None) -> dict[str, torch.Tensor]:

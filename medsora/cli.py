@@ -77,8 +77,9 @@ def cmd_cache(args) -> int:
     _require_root(cfg, "the videos to encode")
     vae = load_vae(cfg.vae, default_device(args.device))
     flow = flow_targets_from_config(cfg, vae.device) if args.flow else None
-    out = build_cache(cfg, vae, args.out, flow=flow)
-    print(f"latent cache ready: {out}")
+    out = build_cache(cfg, vae, args.out, flow=flow, shard_size=args.shard_size)
+    if os.environ.get("RANK", "0") == "0":      # under torchrun, once
+        print(f"latent cache ready: {out}")
     return 0
 
 
@@ -241,6 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
     cache.add_argument("--out", required=True, help="cache folder (resumes if it exists)")
     cache.add_argument("--flow", action="store_true", help="also compute the optical-flow alignment targets")
     cache.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    cache.add_argument("--shard-size", type=int, default=32,
+                       help="clips per shard file: what a resume redoes at most, and what torchrun processes share")
     _config_args(cache)
     cache.set_defaults(func=cmd_cache)
 

@@ -1,5 +1,6 @@
 """Scale-out and resilience through the CLI: 2 processes (gloo) == 1 process; SIGKILL + --resume auto ==
 uninterrupted, with 1 and 2 processes."""
+import json
 import os
 import random
 import signal
@@ -112,3 +113,23 @@ def test_two_processes_sample_what_one_does(cache, tmp_path):
         for f in names["one"]:
             if f.endswith(".mp4"):
                 assert (tmp_path / f"{prefix}one" / f).read_bytes() == (tmp_path / f"{prefix}two" / f).read_bytes()
+
+
+def test_two_processes_cache_what_one_does(synth_mp4, tmp_path):
+    """`medsora cache` under torchrun: the processes share the shards (3 of them: process 0 takes two), process 0
+    writes the manifest; the cache equals a one-process cache, tensor for tensor."""
+    VideoVAE.tiny(seed=0).save_pretrained(tmp_path / "vae")
+    opts = ["--preset", "tiny", f"data.root={synth_mp4}", "data.num_frames=8", "data.frame_stride=2",
+            f"vae.path={tmp_path / 'vae'}", "--shard-size", "3"]
+    for name, nproc in (("one", 1), ("two", 2)):
+        res = cli("cache", "--out", str(tmp_path / name), *opts, nproc=nproc)
+        assert res.returncode == 0, res.stderr[-2000:]
+        if nproc == 2:                                          # the work was split, not done twice
+            assert "process 0 of 2 encodes shards [0, 2]" in res.stderr
+            assert "process 1 of 2 encodes shards [1]" in res.stderr
+    one, two = (json.loads((tmp_path / n / "manifest.json").read_text()) for n in ("one", "two"))
+    assert one == two and list(one["shards"]) == [f"shard-0000{k}.safetensors" for k in range(3)]
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["manifest.json", *one["shards"]]
+    for shard in one["shards"]:
+        a, b = (load_file(tmp_path / n / shard) for n in ("one", "two"))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

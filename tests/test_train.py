@@ -92,6 +92,13 @@ def test_cache_resumes_and_refuses_mismatch(synth_mp4, vae, tmp_path, monkeypatc
     armed[0] = False
     build_cache(cfg, vae, tmp_path / "c", shard_size=3, progress=False)
     assert calls == [3, 4, 5, 6, 7]                              # only the missing shards were encoded
+    # a shard written by another process that was killed before process 0 recorded it: adopted, not redone
+    manifest_path = tmp_path / "c" / "manifest.json"
+    whole = json.loads(manifest_path.read_text())
+    manifest_path.write_text(json.dumps({**whole, "shards": {"shard-00000.safetensors": [0, 1, 2]}}))
+    calls.clear()
+    build_cache(cfg, vae, tmp_path / "c", shard_size=3, progress=False)
+    assert calls == [] and json.loads(manifest_path.read_text()) == whole
     monkeypatch.setattr(cache_mod, "_encode_clip", real)
     build_cache(cfg, vae, tmp_path / "ref", shard_size=3, progress=False)
     for name in ("shard-00000.safetensors", "shard-00002.safetensors"):
@@ -104,6 +111,24 @@ def test_cache_resumes_and_refuses_mismatch(synth_mp4, vae, tmp_path, monkeypatc
     with pytest.raises(CacheError, match="vae"):
         build_cache(cfg, VideoVAE.tiny(seed=1), tmp_path / "c", shard_size=3, progress=False)
     assert (tmp_path / "c" / "manifest.json").read_text() == before
+
+
+def test_cache_records_clips_that_fail_to_decode(synth_mp4, vae, tmp_path, monkeypatch):
+    from medsora.data.video import VideoError
+
+    real = cache_mod._encode_clip
+
+    def broken(ds, i, *a):
+        if i == 4:
+            raise VideoError("invalid data at frame 12")
+        return real(ds, i, *a)
+
+    monkeypatch.setattr(cache_mod, "_encode_clip", broken)
+    build_cache(tiny_cfg(synth_mp4), vae, tmp_path / "c", shard_size=3, progress=False)
+    manifest = json.loads((tmp_path / "c" / "manifest.json").read_text())
+    assert manifest["shards"]["shard-00001.safetensors"] == [3, 5]
+    assert [(f["clip"], f["reason"]) for f in manifest["failed"]] == [(4, "invalid data at frame 12")]
+    assert len(LatentDataset(tmp_path / "c")) == 7
 
 
 def params(run_dir, name="model.safetensors"):
