@@ -134,8 +134,9 @@ def build_cache(cfg: Config, vae, cache_dir: str | Path, flow: FlowTargets | Non
                              "use another cache folder. Nothing was written.")
     else:
         manifest = fresh
-    if vae_source(cfg):  # where the VAE was loaded from; training copies it into the run's config, for `sample`
-        manifest["vae_source"] = vae_source(cfg)
+    source = vae_source(cfg)
+    if source:  # where the VAE was loaded from; training copies it into the run's config, for `sample`
+        manifest["vae_source"] = source
     shards = [list(range(s, min(s + shard_size, len(ds)))) for s in range(0, len(ds), shard_size)]
     if rank == 0:   # the manifest exists before any shard, so every shard file belongs to it
         _adopt_shards(cache_dir, manifest, len(shards))

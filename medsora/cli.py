@@ -68,6 +68,12 @@ def _require_root(cfg, what: str) -> None:
         raise ValueError(f"set data.root=FOLDER ({what})")
 
 
+def _say(message: str) -> None:
+    """Print once: under torchrun, only process 0 speaks."""
+    if os.environ.get("RANK", "0") == "0":
+        print(message)
+
+
 def cmd_cache(args) -> int:
     from .cache import build_cache, flow_targets_from_config
     from .runtime import default_device
@@ -78,8 +84,7 @@ def cmd_cache(args) -> int:
     vae = load_vae(cfg.vae, default_device(args.device))
     flow = flow_targets_from_config(cfg, vae.device) if args.flow else None
     out = build_cache(cfg, vae, args.out, flow=flow, shard_size=args.shard_size)
-    if os.environ.get("RANK", "0") == "0":      # under torchrun, once
-        print(f"latent cache ready: {out}")
+    _say(f"latent cache ready: {out}")
     return 0
 
 
@@ -88,9 +93,8 @@ def cmd_train(args) -> int:
 
     cfg = _load(args)
     summary = train(cfg, args.cache, args.run_dir, resume=args.resume, device=args.device)
-    if os.environ.get("RANK", "0") == "0":  # under torchrun, one line, not one per process
-        print(f"trained {summary['steps']} steps ({summary['skipped']} skipped) in {summary['seconds']:.0f}s -> "
-              f"{summary['run_dir']}")
+    _say(f"trained {summary['steps']} steps ({summary['skipped']} skipped) in {summary['seconds']:.0f}s -> "
+         f"{summary['run_dir']}")
     return 0
 
 
@@ -115,13 +119,11 @@ def cmd_sample(args) -> int:
 
         paths = reconstruct(args.checkpoint, vae, args.out, num=args.reconstruct, batch_size=args.batch_size,
                             png=args.png)
-        if os.environ.get("RANK", "0") == "0":
-            print(f"wrote {len(paths)} real clips through the VAE (mp4 + gif) to {args.out}")
+        _say(f"wrote {len(paths)} real clips through the VAE (mp4 + gif) to {args.out}")
         return 0
     paths = sample(args.checkpoint, vae, args.out, num=args.num, batch_size=args.batch_size, sampler=args.sampler,
                    steps=args.steps, seed=args.seed, png=args.png, device=args.device)
-    if os.environ.get("RANK", "0") == "0":      # under torchrun, once
-        print(f"wrote {len(paths)} videos (mp4 + gif) to {args.out}")
+    _say(f"wrote {len(paths)} videos (mp4 + gif) to {args.out}")
     return 0
 
 
