@@ -132,7 +132,7 @@ def cmd_eval(args) -> int:
 
     res = evaluate(args.real, args.fake, num=args.num, metrics=args.metrics, weights_dir=args.weights, out=args.out,
                    real_stride=args.real_stride, device=args.device)
-    print(format_table(res), end="")
+    _say(format_table(res).rstrip("\n"))
     if all(r["value"] is None for r in res.values()):
         print("error: no metric was computed; the table says why for each", file=sys.stderr)
         return 2
@@ -277,7 +277,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("eval", help="FVD, CD-FVD, FID, IS and frame consistency of generated vs real videos")
     ev.add_argument("--real", required=True, help="folder of real videos / frame folders")
     ev.add_argument("--fake", required=True, help="folder of generated videos")
-    ev.add_argument("--num", type=int, default=2048, help="clips per set (default 2048, the paper's)")
+    ev.add_argument("--num-clips", "--num", dest="num", type=int, default=2048,
+                    help="clips per set (default 2048, the paper's; under torchrun spell it --num-clips)")
     ev.add_argument("--metrics", default="fvd,cdfvd,fid,is,fc", help="comma-separated subset")
     ev.add_argument("--weights", default=None, help="folder holding the metric networks' weight files")
     ev.add_argument("--out", default=None, help="JSON path for the results (a .md table is written beside it)")

@@ -18,16 +18,19 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 
 from .data.clips import to_tensor
 from .data.index import build_index
 from .data.video import list_frame_images, read_frames
 from .metrics.frechet import FeatureStats, frechet_distance
 from .metrics.weights import WEIGHTS, MissingWeights, find_weights
+from .runtime import default_device, init_distributed
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +140,53 @@ def iter_clips(plan, resolution, batch_size, workers, desc, progress):
 # ----------------------------------------------------------------------------------------------
 # the evaluation
 
+@dataclass
+class _Job:
+    """This process's share of an evaluation under torchrun: every N-th clip of each plan. Statistics are merged,
+    per-clip values put back in plan order, so N processes report what one process does (up to float64 rounding
+    of the merged statistics). One process: all of it, nothing exchanged."""
+
+    rank: int = 0
+    world: int = 1
+    group: object = None
+    started: bool = False
+
+    @classmethod
+    def start(cls) -> "_Job":
+        rank, world, _, started = init_distributed()
+        group = dist.new_group(backend="gloo") if world > 1 else None  # Python objects travel over gloo, GPUs or not
+        return cls(rank, world, group, started)
+
+    def share(self, plan: list) -> list:
+        return plan[self.rank::self.world]
+
+    def _gather(self, obj) -> list:
+        if self.world == 1:
+            return [obj]
+        out = [None] * self.world
+        dist.all_gather_object(out, obj, group=self.group)
+        return out
+
+    def merge(self, stats: FeatureStats) -> FeatureStats:
+        if self.world == 1:
+            return stats
+        total = FeatureStats()
+        for part in self._gather(stats):
+            total.merge(part)
+        return total
+
+    def in_plan_order(self, items: list) -> list:
+        """Every process's per-clip items, in the order of the whole plan (clip g came from process g mod N)."""
+        if self.world == 1:
+            return items
+        parts = self._gather(items)
+        return [parts[g % self.world][g // self.world] for g in range(sum(map(len, parts)))]
+
+    def finish(self) -> None:
+        if self.started:
+            dist.destroy_process_group()
+
+
 def evaluate(real, fake, num: int = 2048, metrics=METRICS, weights_dir=None, batch_size: int = 8,
              device=None, cache_dir=DEFAULT_CACHE, progress: bool = True, out=None, real_stride: int = 3,
              resolution: int | None = 128, seed: int = 0, workers: int = 2, is_splits: int = 10) -> dict:
@@ -153,7 +203,9 @@ def evaluate(real, fake, num: int = 2048, metrics=METRICS, weights_dir=None, bat
     for what, root in (("real", real), ("generated", fake)):
         if not Path(root).exists():
             raise FileNotFoundError(f"the folder of {what} videos {root} does not exist")
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    job = _Job.start()
+    device = default_device(device)
+    progress = progress and job.rank == 0
     results: dict[str, dict] = {}
 
     extractors = {}
@@ -181,18 +233,23 @@ def evaluate(real, fake, num: int = 2048, metrics=METRICS, weights_dir=None, bat
                              f"folders of {NUM_FRAMES}-frame clips)")
         n_real = len(real_plan)
         real_stats = _real_stats(frechet, extractors, real_plan, resolution, batch_size, workers, cache_dir,
-                                 progress, protocol=[num, real_stride, resolution, seed])
+                                 progress, protocol=[num, real_stride, resolution, seed], job=job)
 
+    if job.world > 1:
+        log.info("process %d of %d evaluates %d of %d generated clips", job.rank, job.world,
+                 len(job.share(fake_plan)), len(fake_plan))
     fake_stats = {m: FeatureStats() for m in frechet}
-    probs, fc = [], []
-    for videos in iter_clips(fake_plan, resolution, batch_size, workers, "generated clips", progress):
+    probs, fc = [], []  # per clip of this process's share: (16, 1008) class probabilities, frame consistency
+    for videos in iter_clips(job.share(fake_plan), resolution, batch_size, workers, "generated clips", progress):
         feats = batch_features(videos, active, extractors)
         for m in frechet:
             fake_stats[m].update(feats[m])
         if "is" in active:
-            probs.append(feats["is"].cpu())
+            probs += list(feats["is"].cpu().unflatten(0, (len(videos), -1)))
         if "fc" in active:
-            fc.append(feats["fc"].cpu())
+            fc += list(feats["fc"].cpu())
+    fake_stats = {m: job.merge(st) for m, st in fake_stats.items()}
+    probs, fc = job.in_plan_order(probs), job.in_plan_order(fc)
 
     for m in active:
         entry = {"network": WEIGHTS[NETWORK[m]].network, "weights": str(extractors[NETWORK[m]].weights),
@@ -206,10 +263,11 @@ def evaluate(real, fake, num: int = 2048, metrics=METRICS, weights_dir=None, bat
             mean, std = inception_score(torch.cat(probs).numpy(), is_splits)
             entry = {"value": mean, "std": std, **entry}
         else:
-            entry = {"value": float(torch.cat(fc).mean()), **entry}
+            entry = {"value": float(torch.stack(fc).mean()), **entry}
         results[m] = entry
     results = {m: results[m] for m in metrics}
-    if out:
+    job.finish()
+    if out and job.rank == 0:
         protocol = {"num": num, "real_stride": real_stride, "resolution": resolution, "seed": seed,
                     "frames": NUM_FRAMES, "real_skipped": len(real_skipped), "fake_skipped": len(fake_skipped)}
         write_report(results, out, real=str(real), fake=str(fake), protocol=protocol)
@@ -235,8 +293,10 @@ def batch_features(videos, names, extractors) -> dict:
     return out
 
 
-def _real_stats(names, extractors, plan, resolution, batch_size, workers, cache_dir, progress, protocol):
+def _real_stats(names, extractors, plan, resolution, batch_size, workers, cache_dir, progress, protocol,
+                job: _Job | None = None):
     """Real-set statistics of each metric in `names`, from the cache where possible."""
+    job = job or _Job()
     stats, paths = {}, {}
     if cache_dir is not None:
         digest = content_hash(plan)
@@ -249,14 +309,14 @@ def _real_stats(names, extractors, plan, resolution, batch_size, workers, cache_
     todo = [m for m in names if m not in stats]
     if todo:
         fresh = {m: FeatureStats() for m in todo}
-        for videos in iter_clips(plan, resolution, batch_size, workers, "real clips", progress):
+        for videos in iter_clips(job.share(plan), resolution, batch_size, workers, "real clips", progress):
             feats = batch_features(videos, todo, extractors)
             for m in todo:
                 fresh[m].update(feats[m])
         for m in todo:
-            stats[m] = fresh[m]
-            if m in paths:
-                fresh[m].save(paths[m])
+            stats[m] = job.merge(fresh[m])
+            if m in paths and job.rank == 0:
+                stats[m].save(paths[m])
     return stats
 
 

@@ -36,8 +36,8 @@ def launcher(nproc):
             str(random.randint(20000, 40000)), "-m", "medsora.cli"]
 
 
-def cli(*args, nproc=1):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+def cli(*args, nproc=1, env=None):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
     return subprocess.run([*launcher(nproc), *args], env=env, capture_output=True, text=True, timeout=600)
 
 
@@ -133,3 +133,46 @@ def test_two_processes_cache_what_one_does(synth_mp4, tmp_path):
     for shard in one["shards"]:
         a, b = (load_file(tmp_path / n / shard) for n in ("one", "two"))
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_two_processes_evaluate_what_one_does(tmp_path):
+    """`medsora eval` under torchrun: each process extracts features of every other clip; the Fréchet statistics
+    are merged and per-clip values put back in order, so CD-FVD and FC equal one process's (tiny random
+    VideoMAE and CLIP written here; 5 clips per set, so the split is uneven)."""
+    from transformers import CLIPConfig, CLIPModel, VideoMAEConfig, VideoMAEForVideoClassification
+
+    from medsora.data.synth import make_video, video_seed
+    from medsora.data.video import write_frames
+
+    weights = tmp_path / "weights"
+    torch.manual_seed(0)
+    VideoMAEForVideoClassification(VideoMAEConfig(
+        image_size=32, patch_size=8, num_frames=16, tubelet_size=2, hidden_size=48, num_hidden_layers=2,
+        num_attention_heads=4, intermediate_size=96, num_labels=5)).save_pretrained(weights / "videomae")
+    CLIPModel(CLIPConfig(
+        text_config=dict(hidden_size=32, intermediate_size=37, num_hidden_layers=1, num_attention_heads=4,
+                         vocab_size=99, max_position_embeddings=16),
+        vision_config=dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
+                           image_size=32, patch_size=8),
+        projection_dim=16)).save_pretrained(weights / "clip-vit-large-patch14")
+    for name, base in (("real", 0), ("fake", 100)):
+        for i in range(5):
+            write_frames(tmp_path / name / f"v{i}", make_video(video_seed(base, i), frames=16, size=32))
+    results = {}
+    for nproc in (1, 2):
+        out = tmp_path / f"eval-{nproc}.json"
+        res = cli("eval", "--real", str(tmp_path / "real"), "--fake", str(tmp_path / "fake"), "--real-stride", "1",
+                  "--metrics", "cdfvd,fc", "--num-clips", "64", "--weights", str(weights), "--out", str(out), nproc=nproc,
+                  env={"HOME": str(tmp_path / "home")})          # the real-statistics cache starts empty
+        assert res.returncode == 0, res.stderr[-2000:]
+        if nproc == 2:
+            assert "process 0 of 2 evaluates 3 of 5 generated clips" in res.stderr
+            assert "process 1 of 2 evaluates 2 of 5 generated clips" in res.stderr
+        results[nproc] = json.loads(out.read_text())
+    one, two = (results[n]["metrics"] for n in (1, 2))
+    assert one["fc"]["value"] == two["fc"]["value"]
+    assert one["cdfvd"]["value"] > 1e-3                            # 0.016: random features of unlike sets
+    # merged float64 statistics, then the matrix square root: the distance agrees to ~1e-10 (a wrongly merged
+    # covariance or mean would move it by its own size)
+    assert abs(one["cdfvd"]["value"] - two["cdfvd"]["value"]) <= 1e-8
+    assert one["cdfvd"]["n_real"] == two["cdfvd"]["n_real"] == 5 and one["cdfvd"]["n_fake"] == 5

@@ -123,3 +123,16 @@ def test_frame_consistency_formula():
     torch.testing.assert_close(frame_consistency(emb), naive.float(), rtol=1e-5, atol=1e-4)
     const = emb[:, :1].expand(-1, 16, -1)
     torch.testing.assert_close(frame_consistency(const), torch.full((3,), 100.0))
+
+
+def test_feature_stats_merge_equals_one_stream():
+    rng = np.random.default_rng(1)
+    x = rng.normal(3.0, 2.0, (50, 6))
+    whole = FeatureStats().update(x[:20]).update(x[20:])
+    parts = [FeatureStats().update(x[k::3]) for k in range(3)] + [FeatureStats()]   # an idle process adds nothing
+    merged = FeatureStats()
+    for p in parts:
+        merged.merge(p)
+    assert merged.n == 50
+    np.testing.assert_allclose(merged.mean, whole.mean, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(merged.cov, np.cov(x.T, bias=True), rtol=1e-10, atol=1e-12)

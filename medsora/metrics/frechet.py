@@ -71,6 +71,19 @@ class FeatureStats:
         self.n = n
         return self
 
+    def merge(self, other: "FeatureStats") -> "FeatureStats":
+        """Add the features another FeatureStats has seen (Chan's parallel formula), e.g. another process's."""
+        if not other.n:
+            return self
+        if not self.n:
+            self.n, self.mean, self.m2 = other.n, other.mean.copy(), other.m2.copy()
+            return self
+        n, delta = self.n + other.n, other.mean - self.mean
+        self.m2 = self.m2 + other.m2 + np.outer(delta, delta) * (self.n * other.n / n)
+        self.mean = self.mean + delta * (other.n / n)
+        self.n = n
+        return self
+
     @property
     def cov(self) -> np.ndarray:
         if not self.n:
