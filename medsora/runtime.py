@@ -12,10 +12,13 @@ def init_distributed() -> tuple[int, int, int, bool]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return 0, 1, 0, False
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     started = not dist.is_initialized()
     if started:
+        if torch.cuda.is_available():   # NCCL's barriers and collectives use the current device: this process's GPU
+            torch.cuda.set_device(local_rank)
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")), started
+    return dist.get_rank(), dist.get_world_size(), local_rank, started
 
 
 def default_device(device: str | torch.device | None = None) -> torch.device:

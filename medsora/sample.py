@@ -100,7 +100,7 @@ def sample(checkpoint: str | Path, vae, out_dir: str | Path, num: int = 8, batch
         _decode_and_write(vae, z, out_dir, "sample", starts[b], fps, png)
     if world > 1:   # process 0 collects every process's latents, in sample order
         _save_part(latents, out_dir / f".latents-{rank}.safetensors")
-        _barrier(device)
+        dist.barrier()
         if rank == 0:
             for r in range(1, world):
                 latents.update(_load_part(out_dir / f".latents-{r}.safetensors"))
@@ -109,7 +109,7 @@ def sample(checkpoint: str | Path, vae, out_dir: str | Path, num: int = 8, batch
                   str(out_dir / "latents.safetensors"),
                   metadata={"checkpoint": str(ckpt), "sampler": sampler, "steps": str(steps), "seed": str(seed)})
     if world > 1:
-        _barrier(device)
+        dist.barrier()
         (out_dir / f".latents-{rank}.safetensors").unlink()
         if started_pg:
             dist.destroy_process_group()
@@ -124,8 +124,6 @@ def _load_part(path: Path) -> dict[int, torch.Tensor]:
     return {int(b): z for b, z in load_file(str(path)).items()}
 
 
-def _barrier(device: torch.device) -> None:
-    dist.barrier(device_ids=[device.index or 0]) if device.type == "cuda" else dist.barrier()
 
 
 def _decode_and_write(vae, z: torch.Tensor, out_dir: Path, prefix: str, start: int, fps: float, png: bool) -> None:
@@ -168,7 +166,7 @@ def reconstruct(checkpoint: str | Path, vae, out_dir: str | Path, num: int = 8, 
         z = torch.stack([ds.get(i, 0)["video"] for i in ids[start:start + batch_size]])
         _decode_and_write(vae, z, out_dir, "recon", start, fps, png)
     if world > 1:
-        _barrier(vae.device)
+        dist.barrier()
         if started_pg:
             dist.destroy_process_group()
     return [out_dir / f"recon_{k:03d}.mp4" for k in range(len(ids))]
