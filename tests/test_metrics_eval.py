@@ -159,3 +159,23 @@ def test_fvd_fid_is_end_to_end_random_networks(tmp_path, clips16):
         assert v[0] < 1e-4 * v[1] and v[1] < v[2], (m, v)
     assert out[0]["fid"]["n_real"] == 3 and out[0]["fid"]["n_fake"] == 3
     assert out[0]["is"]["value"] >= 1.0
+
+
+def test_job_shares_and_restores_plan_order(monkeypatch):
+    """Under torchrun process r takes clips r, r+N, ...; gathered per-clip values (IS probabilities, FC) go back in
+    the plan's order, which IS's splits depend on. Three processes, 7 clips: shares of 3, 2 and 2."""
+    from medsora.evaluate import _Job
+    from medsora.metrics.frechet import FeatureStats
+
+    plan = [f"clip{g}" for g in range(7)]
+    jobs = [_Job(rank=r, world=3) for r in range(3)]
+    shares = [job.share(plan) for job in jobs]
+    assert shares == [["clip0", "clip3", "clip6"], ["clip1", "clip4"], ["clip2", "clip5"]]
+    monkeypatch.setattr(_Job, "_gather", lambda self, obj: shares)            # what all_gather_object returns
+    assert jobs[1].in_plan_order(shares[1]) == plan
+    x = np.random.default_rng(0).normal(size=(7, 3))
+    parts = [FeatureStats().update(x[r::3]) for r in range(3)]
+    monkeypatch.setattr(_Job, "_gather", lambda self, obj: parts)
+    merged = jobs[0].merge(parts[0])
+    np.testing.assert_allclose(merged.mean, x.mean(0), atol=1e-12)
+    np.testing.assert_allclose(merged.cov, np.cov(x.T, bias=True), atol=1e-12)
