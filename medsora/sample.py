@@ -48,6 +48,8 @@ def to_uint8(video: torch.Tensor) -> np.ndarray:
 def sample(checkpoint: str | Path, vae, out_dir: str | Path, num: int = 8, batch_size: int = 4,
            sampler: str | None = None, steps: int | None = None, seed: int = 0, png: bool = False,
            fps: float = 8.0, device: str | None = None, progress: bool = True) -> list[Path]:
+    """Sample `num` videos from the checkpoint's EMA weights into `out_dir`; returns the mp4 paths. Under torchrun
+    the processes share the batches and write what one process would."""
     for name, value in (("num", num), ("batch_size", batch_size), ("steps", 1 if steps is None else steps)):
         if value < 1:
             raise ValueError(f"sample: {name}={value} must be at least 1")
@@ -122,8 +124,6 @@ def _save_part(latents: dict[int, torch.Tensor], path: Path) -> None:
 
 def _load_part(path: Path) -> dict[int, torch.Tensor]:
     return {int(b): z for b, z in load_file(str(path)).items()}
-
-
 
 
 def _decode_and_write(vae, z: torch.Tensor, out_dir: Path, prefix: str, start: int, fps: float, png: bool) -> None:
