@@ -186,6 +186,13 @@ def cmd_vae_eval(args) -> int:
     return 0
 
 
+def cmd_weights(args) -> int:
+    from .inventory import format_inventory, inventory
+
+    print(format_inventory(inventory(_load(args), args.weights)))
+    return 0
+
+
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
@@ -285,6 +292,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--real-stride", type=int, default=3, help="frame stride of real clips (1 for pre-cut clips)")
     ev.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     ev.set_defaults(func=cmd_eval)
+    wts = sub.add_parser("weights", help="which pretrained weights are on this machine, and where to get the others")
+    wts.add_argument("--weights", default=None, help="folder of the metric networks' weights (as `medsora eval`)")
+    _config_args(wts)
+    wts.set_defaults(func=cmd_weights)
     vae = sub.add_parser("vae", help="frequency-compensation VAE: train, evaluate, or train a tiny VAE from scratch")
     vae_sub = vae.add_subparsers(dest="sub", metavar="ACTION")
     vt = vae_sub.add_parser("train", help="train the compensation modules on a frozen base VAE (Eq. 16)")

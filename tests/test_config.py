@@ -108,3 +108,24 @@ def test_cli_reports_bad_input_in_one_line(tmp_path, capsys):
     assert not (tmp_path / "run").exists() and not (tmp_path / "none").exists()   # a refused command leaves nothing
     with pytest.raises(CheckpointError):
         main(["-v", "sample", str(foreign), "--out", str(tmp_path / "s")])
+
+
+def test_weights_inventory_says_what_is_found_and_where_to_get_the_rest(tmp_path, capsys, monkeypatch):
+    from medsora.cli import main
+    from medsora.metrics import weights as W
+
+    monkeypatch.delenv("MEDSORA_WEIGHTS", raising=False)
+    monkeypatch.setattr(W, "DEFAULT_DIR", tmp_path / "no-default")
+    (tmp_path / "w").mkdir()
+    (tmp_path / "w" / "i3d_torchscript.pt").write_bytes(b"x")       # only looked up, never loaded
+    (tmp_path / "w" / "clip").mkdir()
+    (tmp_path / "vae").mkdir()
+    assert main(["weights", "--weights", str(tmp_path / "w"), f"vae.path={tmp_path / 'vae'}",
+                 "flow.method=farneback", f"flow.dino_weights={tmp_path / 'nope.pth'}"]) == 0
+    out = capsys.readouterr().out
+    assert f"found    I3D  [eval: FVD]\n         {tmp_path / 'w' / 'i3d_torchscript.pt'}" in out
+    assert f"found    CLIP  [eval: FC]\n         {tmp_path / 'w' / 'clip'}" in out
+    assert "found    CogVideoX VAE" in out and "RAFT" not in out                     # farneback needs no weights
+    assert f"flow.dino_weights={tmp_path / 'nope.pth'} does not exist" in out
+    assert "put pt_inception-2015-12-05-6726825d.pth in" in out                      # where to put it, and the URL
+    assert out.rstrip().endswith("3 of 6 found; missing: DINO ViT-S/8, VideoMAE, Inception-v3")
