@@ -137,15 +137,21 @@ def test_two_processes_cache_what_one_does(synth_mp4, tmp_path):
 
 def test_two_processes_evaluate_what_one_does(tmp_path):
     """`medsora eval` under torchrun: each process extracts features of every other clip; the Fréchet statistics
-    are merged and per-clip values put back in order, so CD-FVD and FC equal one process's (tiny random
-    VideoMAE and CLIP written here; 5 clips per set, so the split is uneven)."""
+    are merged and per-clip values put back in order (IS's splits depend on it), so every metric but FVD equals
+    one process's (random VideoMAE, Inception and CLIP written here; 3 clips per set, so the split is uneven)."""
     from transformers import CLIPConfig, CLIPModel, VideoMAEConfig, VideoMAEForVideoClassification
 
     from medsora.data.synth import make_video, video_seed
     from medsora.data.video import write_frames
+    from medsora.metrics.inception import fid_inception_v3
 
     weights = tmp_path / "weights"
     torch.manual_seed(0)
+    inception = fid_inception_v3()
+    for m in inception.modules():                     # He init: distinct class probabilities per frame
+        if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
+            torch.nn.init.kaiming_normal_(m.weight)
+    torch.save(inception.state_dict(), weights.mkdir() or weights / "pt_inception-2015-12-05-6726825d.pth")
     VideoMAEForVideoClassification(VideoMAEConfig(
         image_size=32, patch_size=8, num_frames=16, tubelet_size=2, hidden_size=48, num_hidden_layers=2,
         num_attention_heads=4, intermediate_size=96, num_labels=5)).save_pretrained(weights / "videomae")
@@ -156,23 +162,25 @@ def test_two_processes_evaluate_what_one_does(tmp_path):
                            image_size=32, patch_size=8),
         projection_dim=16)).save_pretrained(weights / "clip-vit-large-patch14")
     for name, base in (("real", 0), ("fake", 100)):
-        for i in range(5):
+        for i in range(3):
             write_frames(tmp_path / name / f"v{i}", make_video(video_seed(base, i), frames=16, size=32))
     results = {}
     for nproc in (1, 2):
         out = tmp_path / f"eval-{nproc}.json"
         res = cli("eval", "--real", str(tmp_path / "real"), "--fake", str(tmp_path / "fake"), "--real-stride", "1",
-                  "--metrics", "cdfvd,fc", "--num-clips", "64", "--weights", str(weights), "--out", str(out), nproc=nproc,
+                  "--metrics", "cdfvd,fid,is,fc", "--num-clips", "64", "--weights", str(weights), "--out", str(out), nproc=nproc,
                   env={"HOME": str(tmp_path / "home")})          # the real-statistics cache starts empty
         assert res.returncode == 0, res.stderr[-2000:]
         if nproc == 2:
-            assert "process 0 of 2 evaluates 3 of 5 generated clips" in res.stderr
-            assert "process 1 of 2 evaluates 2 of 5 generated clips" in res.stderr
+            assert "process 0 of 2 evaluates 2 of 3 generated clips" in res.stderr
+            assert "process 1 of 2 evaluates 1 of 3 generated clips" in res.stderr
         results[nproc] = json.loads(out.read_text())
     one, two = (results[n]["metrics"] for n in (1, 2))
     assert one["fc"]["value"] == two["fc"]["value"]
-    assert one["cdfvd"]["value"] > 1e-3                            # 0.016: random features of unlike sets
-    # merged float64 statistics, then the matrix square root: the distance agrees to ~1e-10 (a wrongly merged
-    # covariance or mean would move it by its own size)
-    assert abs(one["cdfvd"]["value"] - two["cdfvd"]["value"]) <= 1e-8
-    assert one["cdfvd"]["n_real"] == two["cdfvd"]["n_real"] == 5 and one["cdfvd"]["n_fake"] == 5
+    assert (one["is"]["value"], one["is"]["std"]) == (two["is"]["value"], two["is"]["std"]) and one["is"]["std"] > 0
+    for m in ("cdfvd", "fid"):
+        assert one[m]["value"] > 1e-3                                # random features of unlike sets
+        # merged float64 statistics, then the matrix square root: the distances agree to ~1e-10 (a wrongly
+        # merged covariance or mean moves them by their own size)
+        assert abs(one[m]["value"] - two[m]["value"]) <= 1e-8 * max(1.0, one[m]["value"]), m
+        assert one[m]["n_real"] == two[m]["n_real"] == 3 and one[m]["n_fake"] == 3
