@@ -6,7 +6,10 @@ latent cache decoded by the VAE (`recon_000.mp4`, ...): the reference that shows
 """
 from __future__ import annotations
 
+import json
 import logging
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -81,14 +84,16 @@ def sample(checkpoint: str | Path, vae, out_dir: str | Path, num: int = 8, batch
         return model(x, t, num_video_frames=fv)
 
     # batch b always has the noise of seed (seed, b): N processes (torchrun) each take every N-th batch and
-    # write exactly the videos one process would
+    # write exactly the videos one process would. Each finished batch leaves its latents in .batches/, written
+    # after its videos, so a killed run resumes at the first batch without them.
     rank, world, _, started_pg = init_distributed()
     starts = list(range(0, num, batch_size))
-    if world > 1:
-        log.info("process %d of %d samples batches %s of %d", rank, world, list(range(rank, len(starts), world)),
-                 len(starts))
-    latents = {}
-    for b in tqdm(range(rank, len(starts), world), desc="sampling", unit="batch", disable=not (progress and rank == 0)):
+    parts = _batch_folder(out_dir, {"checkpoint": str(ckpt), "sampler": sampler, "steps": steps, "seed": seed,
+                                    "batch_size": batch_size, "num": num}, rank, world)
+    mine = [b for b in range(rank, len(starts), world) if not (parts / f"{b:05d}.safetensors").exists()]
+    if world > 1 or len(mine) < len(starts):
+        log.info("process %d of %d samples batches %s of %d", rank, world, mine, len(starts))
+    for b in tqdm(mine, desc="sampling", unit="batch", disable=not (progress and rank == 0)):
         n = min(batch_size, num - starts[b])
         g = torch.Generator().manual_seed(seed * 1_000_003 + b)
         noise = torch.randn((n, *shape), generator=g)
@@ -98,32 +103,37 @@ def sample(checkpoint: str | Path, vae, out_dir: str | Path, num: int = 8, batch
         else:
             z = ddpm_sample(diffusion, model_fn, noise.shape, steps=steps, noise=noise, generator=g,
                             device=device, progress=False)
-        latents[b] = z.cpu()
         _decode_and_write(vae, z, out_dir, "sample", starts[b], fps, png)
-    if world > 1:   # process 0 collects every process's latents, in sample order
-        _save_part(latents, out_dir / f".latents-{rank}.safetensors")
-        dist.barrier()
-        if rank == 0:
-            for r in range(1, world):
-                latents.update(_load_part(out_dir / f".latents-{r}.safetensors"))
-    if rank == 0:
-        save_file({"latents": torch.cat([latents[b] for b in range(len(starts))]).contiguous()},
-                  str(out_dir / "latents.safetensors"),
-                  metadata={"checkpoint": str(ckpt), "sampler": sampler, "steps": str(steps), "seed": str(seed)})
+        save_file({"latents": z.cpu().contiguous()}, str(parts / f"{b:05d}.tmp"))
+        os.replace(parts / f"{b:05d}.tmp", parts / f"{b:05d}.safetensors")
     if world > 1:
         dist.barrier()
-        (out_dir / f".latents-{rank}.safetensors").unlink()
+    if rank == 0:   # every batch's latents, in sample order, in one file
+        latents = torch.cat([load_file(str(parts / f"{b:05d}.safetensors"))["latents"] for b in range(len(starts))])
+        save_file({"latents": latents}, str(out_dir / "latents.safetensors"),
+                  metadata={"checkpoint": str(ckpt), "sampler": sampler, "steps": str(steps), "seed": str(seed)})
+        shutil.rmtree(parts)
+    if world > 1:
+        dist.barrier()
         if started_pg:
             dist.destroy_process_group()
     return [out_dir / f"sample_{i:03d}.mp4" for i in range(num)]
 
 
-def _save_part(latents: dict[int, torch.Tensor], path: Path) -> None:
-    save_file({str(b): z.contiguous() for b, z in latents.items()}, str(path))
-
-
-def _load_part(path: Path) -> dict[int, torch.Tensor]:
-    return {int(b): z for b, z in load_file(str(path)).items()}
+def _batch_folder(out_dir: Path, key: dict, rank: int, world: int) -> Path:
+    """out_dir/.batches, holding the finished batches of a run with these settings; a folder left by a run with
+    other settings is cleared first (its batches would not match)."""
+    parts = out_dir / ".batches"
+    if rank == 0:
+        if parts.exists() and (not (parts / "key.json").exists() or
+                               json.loads((parts / "key.json").read_text()) != key):
+            log.info("%s holds the batches of a sampling run with other settings; starting over", parts)
+            shutil.rmtree(parts)
+        parts.mkdir(parents=True, exist_ok=True)
+        (parts / "key.json").write_text(json.dumps(key))
+    if world > 1:
+        dist.barrier()
+    return parts
 
 
 def _decode_and_write(vae, z: torch.Tensor, out_dir: Path, prefix: str, start: int, fps: float, png: bool) -> None:

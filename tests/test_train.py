@@ -237,6 +237,43 @@ def test_sample_writes_videos(cache, synth_mp4, vae, tmp_path):
             sample(tmp_path / "run", vae, tmp_path / "bad", **{"num": 1, **bad}, progress=False)
 
 
+def test_sample_resumes_after_a_kill(cache, synth_mp4, vae, tmp_path, monkeypatch):
+    """A killed sampling run resumes at the first batch without its latents and ends as an uninterrupted one; a
+    run with other settings does not reuse the batches."""
+    import medsora.sample as sample_mod
+
+    train(tiny_cfg(synth_mp4, "train.max_steps=1"), cache, tmp_path / "run", progress=False)
+    opts = dict(num=5, batch_size=2, steps=3, progress=False)
+    sample(tmp_path / "run", vae, tmp_path / "ref", **opts)
+    real, calls, armed = sample_mod._decode_and_write, [], [True]
+
+    def dying(vae, z, out_dir, prefix, start, *a):
+        calls.append(start)
+        if armed[0] and len(calls) == 2:
+            raise Killed                                            # killed while writing the second batch
+        return real(vae, z, out_dir, prefix, start, *a)
+
+    monkeypatch.setattr(sample_mod, "_decode_and_write", dying)
+    with pytest.raises(Killed):
+        sample(tmp_path / "run", vae, tmp_path / "out", **opts)
+    assert not (tmp_path / "out" / "latents.safetensors").exists()
+    calls.clear()
+    armed[0] = False
+    sample(tmp_path / "run", vae, tmp_path / "out", **opts)
+    assert calls == [2, 4]                                          # batch 0 (videos 0-1) was done
+    a, b = (load_file(tmp_path / d / "latents.safetensors")["latents"] for d in ("ref", "out"))
+    assert torch.equal(a, b) and not (tmp_path / "out" / ".batches").exists()
+    # killed again, then resumed with another seed: nothing of the first run is reused
+    calls.clear()
+    armed[0] = True
+    with pytest.raises(Killed):
+        sample(tmp_path / "run", vae, tmp_path / "out2", **opts)
+    calls.clear()
+    armed[0] = False
+    sample(tmp_path / "run", vae, tmp_path / "out2", seed=1, **opts)
+    assert calls == [0, 2, 4]
+
+
 def test_reconstruct_decodes_the_runs_cache(cache, synth_mp4, vae, tmp_path):
     """Real clips through the VAE: the cached latents of evenly spread clips, decoded, written as videos."""
     from medsora.data.video import read_frames
