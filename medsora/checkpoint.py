@@ -88,7 +88,7 @@ def state_tensors(module: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 def save_checkpoint(run_dir: str | Path, step: int, model, ema, optimizer, config: dict,
                     epoch: int = 0, extra: dict | None = None, keep: int = 3) -> Path:
-    """Write checkpoint `step` atomically and keep the newest `keep`; returns its folder."""
+    """Write checkpoint `step` atomically and keep the newest `keep`; returns its folder. `ema=None`: no EMA file."""
     ckpt_root = Path(run_dir) / "checkpoints"
     ckpt_root.mkdir(parents=True, exist_ok=True)
     final = ckpt_root / f"step-{step:08d}"
@@ -98,13 +98,15 @@ def save_checkpoint(run_dir: str | Path, step: int, model, ema, optimizer, confi
     try:
         opt_tensors, groups = _flatten_optimizer(optimizer)
         save_file(state_tensors(model), tmp / "model.safetensors")
-        save_file(state_tensors(ema), tmp / "ema.safetensors")
+        if ema is not None:
+            save_file(state_tensors(ema), tmp / "ema.safetensors")
         save_file(opt_tensors, tmp / "optimizer.safetensors")
         save_file(_rng_state(), tmp / "rng.safetensors")
-        for name in FILES:
+        files = [name for name in FILES if (tmp / name).exists()]
+        for name in files:
             _fsync(tmp / name)
         meta = {"step": step, "epoch": epoch, "config": config, "param_groups": groups, "extra": extra or {},
-                "sha256": {name: _sha256(tmp / name) for name in FILES}}
+                "sha256": {name: _sha256(tmp / name) for name in files}}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
         _fsync(tmp / "meta.json")
         if final.exists():

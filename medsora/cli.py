@@ -151,7 +151,7 @@ def cmd_vae_train(args) -> int:
     vae = VideoVAE.from_pretrained(args.base).to(default_device(args.device))
     ccfg = CompensationConfig(epochs=args.epochs, max_steps=args.max_steps, lr=args.lr,
                               lpips_weight=args.lpips_weight, lpips_trunk=args.lpips_trunk or "", seed=cfg.train.seed)
-    res = train_compensation(vae, clips, ccfg, out_dir=args.out)
+    res = train_compensation(vae, clips, ccfg, out_dir=args.out, resume=args.resume)
     print(f"trained {res['num_trainable']:,} compensation parameters for {res['steps']} steps -> {res['path']}")
     return 0
 
@@ -309,6 +309,8 @@ def build_parser() -> argparse.ArgumentParser:
     vt.add_argument("--lpips-weight", type=float, default=1.0, help="0 switches LPIPS off (no VGG weights needed)")
     vt.add_argument("--lpips-trunk", default=None, help="torchvision VGG16 ImageNet weights file for LPIPS")
     vt.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    vt.add_argument("--resume", action="store_true",
+                    help="continue from the newest end-of-epoch checkpoint in --out (after a stop or a kill)")
     _config_args(vt)
     vt.set_defaults(func=cmd_vae_train)
     vtt = vae_sub.add_parser("train-tiny", help="train a whole tiny VAE from scratch (demo / no CogVideoX weights)")

@@ -4,6 +4,7 @@ import json
 import pytest
 import torch
 import torchvision
+from safetensors.torch import load_file
 from einops import rearrange
 
 from medsora.vae.autoencoder import VideoVAE
@@ -77,6 +78,46 @@ def test_train_compensation_trains_only_compensation(tmp_path, random_lpips):
     fresh.load_compensation(tmp_path / "compensation.safetensors")
     with torch.no_grad():
         torch.testing.assert_close(fresh(clips[0]), vae(clips[0]), atol=0, rtol=0)
+
+
+class Killed(Exception):
+    pass
+
+
+def test_compensation_training_resumes_exactly(tmp_path, random_lpips, monkeypatch):
+    """Killed in the third of 3 epochs (shuffled DataLoader), resumed: the compensation weights and losses equal
+    an uninterrupted run's, bit for bit; without --resume the folder is refused, untouched."""
+    import medsora.vae.train as vt
+
+    data = moving_clips(6, t=8, size=32)
+    loader = lambda: torch.utils.data.DataLoader(data, batch_size=2, shuffle=True,   # noqa: E731
+                                                 generator=torch.Generator().manual_seed(0))
+    cfg = CompensationConfig(epochs=3, lr=1e-3, lpips_weight=0.5, log_every=1)
+    ref = train_compensation(VideoVAE.tiny(seed=0), loader(), cfg, tmp_path / "ref", lpips_model=random_lpips,
+                             progress=False)
+    real, calls = vt.ReconstructionLoss.forward, []
+
+    def dying(self, *a):
+        calls.append(1)
+        if len(calls) == 8:
+            raise Killed                                             # step 8 of 9: inside the last epoch
+        return real(self, *a)
+
+    monkeypatch.setattr(vt.ReconstructionLoss, "forward", dying)
+    with pytest.raises(Killed):
+        train_compensation(VideoVAE.tiny(seed=0), loader(), cfg, tmp_path / "run", lpips_model=random_lpips,
+                           progress=False)
+    monkeypatch.setattr(vt.ReconstructionLoss, "forward", real)
+    before = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
+    assert before == ["step-00000006"]                                # the end of epoch 2, the newest kept
+    with pytest.raises(ValueError, match="--resume"):
+        train_compensation(VideoVAE.tiny(seed=0), loader(), cfg, tmp_path / "run", lpips_model=random_lpips,
+                           progress=False)
+    out = train_compensation(VideoVAE.tiny(seed=0), loader(), cfg, tmp_path / "run", lpips_model=random_lpips,
+                             progress=False, resume=True)
+    assert out["steps"] == 9 and [r["loss"] for r in out["losses"]] == [r["loss"] for r in ref["losses"]]
+    a, b = (load_file(tmp_path / d / "compensation.safetensors") for d in ("ref", "run"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_paper_defaults():

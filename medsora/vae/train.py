@@ -3,7 +3,7 @@
 - `train_compensation(vae, clips, cfg, out_dir)`: the paper's frequency-compensation fine-tuning (Eq. 16).
   The base VAE is frozen; only the compensation modules train, with L1 + LPIPS + 0.1 * FFL, Adam
   (lr 2e-7, betas (0.5, 0.9)), 10 epochs. Writes `compensation.safetensors` (+ `.json`), a small file
-  loaded on top of any copy of the base.
+  loaded on top of any copy of the base, and a resumable checkpoint at the end of each epoch.
 - `train_tiny_vae(clips, steps, out_dir)`: trains a whole `tiny` VAE from scratch (all weights; L1 +
   0.1 * FFL + a small KL, LPIPS optional), for the demo and machines without the CogVideoX weights.
   Writes a VAE folder that `VideoVAE.from_pretrained(out_dir)` loads; its scaling factor is set to
@@ -27,6 +27,7 @@ from einops import rearrange
 from torch import nn
 from tqdm import tqdm
 
+from medsora.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
 from medsora.vae.autoencoder import VideoVAE
 from medsora.vae.ffl import FocalFrequencyLoss
 
@@ -119,15 +120,21 @@ def _n_steps(clips, epochs: int, max_steps: int) -> int | None:
 
 def train_compensation(vae: VideoVAE, clips: Iterable, cfg: CompensationConfig | None = None,
                        out_dir: str | Path = "runs/vae", lpips_model: nn.Module | None = None,
-                       progress: bool = True) -> dict:
+                       progress: bool = True, resume: bool = False) -> dict:
     """Train only the compensation modules of `vae` (added, zero-initialised, if it has none).
 
     Returns {"path", "steps", "num_trainable", "losses"} and writes out_dir/compensation.safetensors,
-    its .json and out_dir/train_log.json.
+    its .json and out_dir/train_log.json. At the end of each epoch a checkpoint (compensation weights, Adam
+    state, the loader's shuffling state) is written atomically to out_dir/checkpoints; `resume=True` continues
+    from the newest one and ends where an uninterrupted run ends. Without `resume`, a folder that already holds
+    checkpoints is refused.
     """
     cfg = cfg or CompensationConfig()
     torch.manual_seed(cfg.seed)
     out_dir = Path(out_dir)
+    if not resume and list_checkpoints(out_dir):
+        raise ValueError(f"{out_dir} already holds the checkpoints of a compensation run; continue it with --resume "
+                         "or write to another --out. Nothing was changed.")
     out_dir.mkdir(parents=True, exist_ok=True)
     if vae.compensation is None:
         vae.add_compensation(width_ratio=cfg.width_ratio)
@@ -143,20 +150,50 @@ def train_compensation(vae: VideoVAE, clips: Iterable, cfg: CompensationConfig |
     loss_fn = ReconstructionLoss(cfg.l1_weight, cfg.lpips_weight, cfg.ffl_weight, lpips_model)
     opt = torch.optim.Adam(params, lr=cfg.lr, betas=tuple(cfg.betas))
 
+    if cfg.epochs <= 0 and cfg.max_steps <= 0:
+        raise ValueError("give a number of epochs or of steps")
+    generator = getattr(clips, "generator", None)   # a shuffling DataLoader's: saved so a resume shuffles alike
+    history, first_epoch = [], 0
+    ckpt = latest_checkpoint(out_dir) if resume else None
+    if ckpt is not None:
+        meta = load_checkpoint(ckpt, vae.compensation, optimizer=opt)
+        history, first_epoch = meta["extra"]["losses"], meta["epoch"] + 1
+        if generator is not None and meta["extra"].get("generator"):
+            generator.set_state(torch.tensor(meta["extra"]["generator"], dtype=torch.uint8))
+        log.info("resuming from %s (epoch %d done, step %d)", ckpt, meta["epoch"], meta["step"])
+    elif resume:
+        log.info("no checkpoint in %s: starting from the beginning", out_dir)
+
     vae.vae.eval()
     vae.compensation.train()
-    history, t0 = [], time.time()
-    bar = tqdm(_batches(clips, cfg.max_steps, cfg.epochs), total=_n_steps(clips, cfg.epochs, cfg.max_steps),
-               desc="vae compensation", disable=not progress)
-    for step, (epoch, x) in enumerate(bar, 1):
-        x = x.to(device=vae.device, dtype=vae.dtype)
-        loss, parts = loss_fn(vae(x), x)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        history.append({"step": step, "epoch": epoch, "loss": loss.item(), **parts})
-        if step % cfg.log_every == 0:
-            bar.set_postfix(loss=f"{loss.item():.4f}")
+    t0 = time.time()
+    total = _n_steps(clips, cfg.epochs, cfg.max_steps)
+    bar = tqdm(total=total, initial=len(history), desc="vae compensation", disable=not progress)
+    epochs = range(first_epoch, cfg.epochs) if cfg.epochs > 0 else itertools.count(first_epoch)
+    for epoch in epochs:
+        if hasattr(clips, "set_epoch"):
+            clips.set_epoch(epoch)
+        done_before = len(history)
+        for item in clips:
+            x = as_clip(item).to(device=vae.device, dtype=vae.dtype)
+            loss, parts = loss_fn(vae(x), x)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            history.append({"step": len(history) + 1, "epoch": epoch, "loss": loss.item(), **parts})
+            bar.update(1)
+            if len(history) % cfg.log_every == 0:
+                bar.set_postfix(loss=f"{loss.item():.4f}")
+            if 0 < cfg.max_steps <= len(history):
+                break
+        if len(history) == done_before:
+            raise ValueError("no clips to train on")
+        if 0 < cfg.max_steps <= len(history):
+            break                                   # stopped inside the epoch: the final weights are written below
+        save_checkpoint(out_dir, len(history), vae.compensation, None, opt, asdict(cfg), epoch=epoch, keep=1,
+                        extra={"losses": history,
+                               "generator": generator.get_state().tolist() if generator is not None else None})
+    bar.close()
     vae.compensation.eval()
 
     path = vae.save_compensation(out_dir / "compensation.safetensors")
