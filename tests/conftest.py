@@ -77,3 +77,37 @@ def _assert_same_training(run_a, run_b, lr, names=("model.safetensors",)):
 def same_training():
     """`same_training(run_a, run_b, lr, names)`: the two runs took the same steps (see _assert_same_training)."""
     return _assert_same_training
+
+
+def _write_tiny_metric_weights(folder, inception: bool = False):
+    """Random tiny VideoMAE and CLIP folders (and, if asked, a random full-size Inception of FID) under the names
+    `evaluate` looks for. Returns the folder."""
+    import torch
+    from transformers import CLIPConfig, CLIPModel, VideoMAEConfig, VideoMAEForVideoClassification
+
+    torch.manual_seed(0)
+    VideoMAEForVideoClassification(VideoMAEConfig(
+        image_size=32, patch_size=8, num_frames=16, tubelet_size=2, hidden_size=48, num_hidden_layers=2,
+        num_attention_heads=4, intermediate_size=96, num_labels=5)).save_pretrained(folder / "videomae")
+    CLIPModel(CLIPConfig(
+        text_config=dict(hidden_size=32, intermediate_size=37, num_hidden_layers=1, num_attention_heads=4,
+                         vocab_size=99, max_position_embeddings=16),
+        vision_config=dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
+                           image_size=32, patch_size=8),
+        projection_dim=16)).save_pretrained(folder / "clip-vit-large-patch14")
+    if inception:
+        from medsora.metrics.inception import fid_inception_v3
+
+        net = fid_inception_v3()
+        for m in net.modules():                      # He init: distinct class probabilities per frame
+            if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
+                torch.nn.init.kaiming_normal_(m.weight)
+        torch.save(net.state_dict(), folder / "pt_inception-2015-12-05-6726825d.pth")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def write_metric_weights():
+    """`write_metric_weights(folder, inception=False) -> folder`: random metric networks (see
+    _write_tiny_metric_weights)."""
+    return _write_tiny_metric_weights

@@ -7,8 +7,14 @@ import torch
 from diffusers import DDIMScheduler, DDPMScheduler
 from scipy.stats import norm
 
-from medsora.diffusion import (GaussianDiffusion, ddim_sample, ddpm_sample, discretized_gaussian_log_likelihood,
-                               normal_kl, space_timesteps)
+from medsora.diffusion import (
+    GaussianDiffusion,
+    ddim_sample,
+    ddpm_sample,
+    discretized_gaussian_log_likelihood,
+    normal_kl,
+    space_timesteps,
+)
 
 T = 1000
 

@@ -135,32 +135,16 @@ def test_two_processes_cache_what_one_does(synth_mp4, tmp_path):
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_two_processes_evaluate_what_one_does(tmp_path):
+def test_two_processes_evaluate_what_one_does(tmp_path, write_metric_weights):
     """`medsora eval` under torchrun: each process extracts features of every other clip; the Fréchet statistics
     are merged and per-clip values put back in order (IS's splits depend on it), so every metric but FVD equals
     one process's (random VideoMAE, Inception and CLIP written here; 3 clips per set, so the split is uneven)."""
-    from transformers import CLIPConfig, CLIPModel, VideoMAEConfig, VideoMAEForVideoClassification
-
     from medsora.data.synth import make_video, video_seed
     from medsora.data.video import write_frames
-    from medsora.metrics.inception import fid_inception_v3
 
     weights = tmp_path / "weights"
-    torch.manual_seed(0)
-    inception = fid_inception_v3()
-    for m in inception.modules():                     # He init: distinct class probabilities per frame
-        if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
-            torch.nn.init.kaiming_normal_(m.weight)
-    torch.save(inception.state_dict(), weights.mkdir() or weights / "pt_inception-2015-12-05-6726825d.pth")
-    VideoMAEForVideoClassification(VideoMAEConfig(
-        image_size=32, patch_size=8, num_frames=16, tubelet_size=2, hidden_size=48, num_hidden_layers=2,
-        num_attention_heads=4, intermediate_size=96, num_labels=5)).save_pretrained(weights / "videomae")
-    CLIPModel(CLIPConfig(
-        text_config=dict(hidden_size=32, intermediate_size=37, num_hidden_layers=1, num_attention_heads=4,
-                         vocab_size=99, max_position_embeddings=16),
-        vision_config=dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
-                           image_size=32, patch_size=8),
-        projection_dim=16)).save_pretrained(weights / "clip-vit-large-patch14")
+    weights.mkdir()
+    write_metric_weights(weights, inception=True)
     for name, base in (("real", 0), ("fake", 100)):
         for i in range(3):
             write_frames(tmp_path / name / f"v{i}", make_video(video_seed(base, i), frames=16, size=32))

@@ -46,22 +46,9 @@ def clips16():
 
 
 @pytest.fixture(scope="module")
-def tiny_weights(tmp_path_factory):
+def tiny_weights(tmp_path_factory, write_metric_weights):
     """Tiny random VideoMAE and CLIP folders, under the names `evaluate` looks for."""
-    from transformers import CLIPConfig, CLIPModel, VideoMAEConfig, VideoMAEForVideoClassification
-
-    d = tmp_path_factory.mktemp("weights")
-    torch.manual_seed(0)
-    VideoMAEForVideoClassification(VideoMAEConfig(
-        image_size=32, patch_size=8, num_frames=16, tubelet_size=2, hidden_size=48, num_hidden_layers=2,
-        num_attention_heads=4, intermediate_size=96, num_labels=5)).save_pretrained(d / "videomae")
-    CLIPModel(CLIPConfig(
-        text_config=dict(hidden_size=32, intermediate_size=37, num_hidden_layers=1, num_attention_heads=4,
-                         vocab_size=99, max_position_embeddings=16),
-        vision_config=dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
-                           image_size=32, patch_size=8),
-        projection_dim=16)).save_pretrained(d / "clip-vit-large-patch14")
-    return d
+    return write_metric_weights(tmp_path_factory.mktemp("weights"))
 
 
 def _run(real, fake, weights, tmp_path, metrics, **kw):

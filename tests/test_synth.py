@@ -7,6 +7,7 @@ from medsora.data import synth
 from medsora.data.synth import camera_path, make_scene, make_video, render_frame, video_seed, write_dataset
 from medsora.data.video import probe, read_frames
 
+
 def _radius(h, w):
     """Distance of each pixel from the frame centre, in units of the short side (independent of synth)."""
     yy, xx = np.mgrid[0:h, 0:w]

@@ -4,8 +4,8 @@ import json
 import pytest
 import torch
 import torchvision
-from safetensors.torch import load_file
 from einops import rearrange
+from safetensors.torch import load_file
 
 from medsora.vae.autoencoder import VideoVAE
 from medsora.vae.evaluate import evaluate_reconstruction, psnr, ssim
