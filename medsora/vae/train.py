@@ -130,6 +130,8 @@ def train_compensation(vae: VideoVAE, clips: Iterable, cfg: CompensationConfig |
     checkpoints is refused.
     """
     cfg = cfg or CompensationConfig()
+    if cfg.epochs <= 0 and cfg.max_steps <= 0:
+        raise ValueError("give a number of epochs or of steps")
     torch.manual_seed(cfg.seed)
     out_dir = Path(out_dir)
     if not resume and list_checkpoints(out_dir):
@@ -150,8 +152,6 @@ def train_compensation(vae: VideoVAE, clips: Iterable, cfg: CompensationConfig |
     loss_fn = ReconstructionLoss(cfg.l1_weight, cfg.lpips_weight, cfg.ffl_weight, lpips_model)
     opt = torch.optim.Adam(params, lr=cfg.lr, betas=tuple(cfg.betas))
 
-    if cfg.epochs <= 0 and cfg.max_steps <= 0:
-        raise ValueError("give a number of epochs or of steps")
     generator = getattr(clips, "generator", None)   # a shuffling DataLoader's: saved so a resume shuffles alike
     history, first_epoch = [], 0
     ckpt = latest_checkpoint(out_dir) if resume else None
