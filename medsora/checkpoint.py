@@ -144,15 +144,20 @@ def verify(ckpt: Path) -> dict:
     return meta
 
 
-def latest_checkpoint(run_dir: str | Path) -> Path | None:
-    """The newest complete checkpoint of a run, skipping broken ones with a warning."""
+def newest_checkpoint(run_dir: str | Path) -> tuple[Path, dict] | None:
+    """The newest complete checkpoint of a run and its verified meta, skipping broken ones with a warning."""
     for ckpt in reversed(list_checkpoints(run_dir)):
         try:
-            verify(ckpt)
-            return ckpt
+            return ckpt, verify(ckpt)
         except CheckpointError as e:
             log.warning("skipping checkpoint: %s", e)
     return None
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    """The newest complete checkpoint of a run, skipping broken ones with a warning."""
+    found = newest_checkpoint(run_dir)
+    return found[0] if found else None
 
 
 def load_weights(path: str | Path, module: torch.nn.Module, what: str = "model") -> None:

@@ -99,13 +99,13 @@ def cmd_train(args) -> int:
 
 
 def cmd_sample(args) -> int:
-    from .checkpoint import verify
     from .config import from_dict
     from .runtime import default_device
     from .sample import resolve_checkpoint, sample
     from .vae.autoencoder import load_vae
 
-    ckpt_cfg = from_dict(verify(resolve_checkpoint(args.checkpoint))["config"])
+    ckpt, meta = resolve_checkpoint(args.checkpoint)   # a run folder's newest complete checkpoint, checksummed
+    ckpt_cfg = from_dict(meta["config"])
     if args.vae:
         ckpt_cfg.vae.path = args.vae
     if args.compensation:
@@ -117,11 +117,10 @@ def cmd_sample(args) -> int:
     if args.reconstruct:
         from .sample import reconstruct
 
-        paths = reconstruct(args.checkpoint, vae, args.out, num=args.reconstruct, batch_size=args.batch_size,
-                            png=args.png)
+        paths = reconstruct(ckpt, vae, args.out, num=args.reconstruct, batch_size=args.batch_size, png=args.png)
         _say(f"wrote {len(paths)} real clips through the VAE (mp4 + gif) to {args.out}")
         return 0
-    paths = sample(args.checkpoint, vae, args.out, num=args.num, batch_size=args.batch_size, sampler=args.sampler,
+    paths = sample(ckpt, vae, args.out, num=args.num, batch_size=args.batch_size, sampler=args.sampler,
                    steps=args.steps, seed=args.seed, png=args.png, device=args.device)
     _say(f"wrote {len(paths)} videos (mp4 + gif) to {args.out}")
     return 0

@@ -167,6 +167,14 @@ class _Job:
         dist.all_gather_object(out, obj, group=self.group)
         return out
 
+    def first(self, fn):
+        """fn() computed by process 0 alone and handed to every process (e.g. a hash that reads every file)."""
+        if self.world == 1:
+            return fn()
+        box = [fn() if self.rank == 0 else None]
+        dist.broadcast_object_list(box, src=0, group=self.group)
+        return box[0]
+
     def merge(self, stats: FeatureStats) -> FeatureStats:
         if self.world == 1:
             return stats
@@ -299,7 +307,7 @@ def _real_stats(names, extractors, plan, resolution, batch_size, workers, cache_
     job = job or _Job()
     stats, paths = {}, {}
     if cache_dir is not None:
-        digest = content_hash(plan)
+        digest = job.first(lambda: content_hash(plan))   # reads every real file: once, not once per process
         for m in names:
             key = json.dumps([m, digest, protocol, _weights_id(Path(extractors[NETWORK[m]].weights))])
             paths[m] = Path(cache_dir) / f"real-{m}-{hashlib.sha1(key.encode()).hexdigest()[:20]}.npz"

@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from .cache import LatentDataset
-from .checkpoint import latest_checkpoint, load_weights, verify
+from .checkpoint import load_weights, newest_checkpoint, verify
 from .config import from_dict, latent_frames
 from .data.video import write_frames, write_gif, write_video
 from .diffusion import ddim_sample, ddpm_sample
@@ -30,16 +30,17 @@ from .train import make_diffusion
 log = logging.getLogger(__name__)
 
 
-def resolve_checkpoint(path: str | Path) -> Path:
-    """A checkpoint folder, or a run folder (its newest complete checkpoint)."""
+def resolve_checkpoint(path: str | Path) -> tuple[Path, dict]:
+    """(checkpoint folder, its verified meta) for a checkpoint folder, or a run folder (its newest complete
+    checkpoint). Each file is checksummed once."""
     path = Path(path)
     if (path / "meta.json").exists():
-        return path
-    ckpt = latest_checkpoint(path)
-    if ckpt is None:
+        return path, verify(path)
+    found = newest_checkpoint(path)
+    if found is None:
         raise FileNotFoundError(f"{path} is neither a checkpoint folder (with meta.json) nor a run folder with "
                                 "a complete checkpoint under checkpoints/")
-    return ckpt
+    return found
 
 
 def to_uint8(video: torch.Tensor) -> np.ndarray:
@@ -56,8 +57,7 @@ def sample(checkpoint: str | Path, vae, out_dir: str | Path, num: int = 8, batch
     for name, value in (("num", num), ("batch_size", batch_size), ("steps", 1 if steps is None else steps)):
         if value < 1:
             raise ValueError(f"sample: {name}={value} must be at least 1")
-    ckpt = resolve_checkpoint(checkpoint)
-    meta = verify(ckpt)
+    ckpt, meta = resolve_checkpoint(checkpoint)
     cfg = from_dict(meta["config"])
     trained_on = meta.get("extra", {}).get("vae")
     if trained_on and trained_on != vae.fingerprint:   # allowed (e.g. decoding with a compensated decoder), but said
@@ -157,8 +157,8 @@ def reconstruct(checkpoint: str | Path, vae, out_dir: str | Path, num: int = 8, 
     comparing samples with these (not only with the raw videos) separates the VAE's losses from the model's."""
     if num < 1 or batch_size < 1:
         raise ValueError(f"reconstruct: num={num} and batch_size={batch_size} must be at least 1")
-    ckpt = resolve_checkpoint(checkpoint)
-    cache_dir = cache_dir or verify(ckpt).get("extra", {}).get("cache")
+    ckpt, meta = resolve_checkpoint(checkpoint)
+    cache_dir = cache_dir or meta.get("extra", {}).get("cache")
     if not cache_dir:
         raise ValueError(f"the checkpoint {ckpt} does not record its latent cache; pass cache_dir")
     ds = LatentDataset(cache_dir, hflip=False)

@@ -116,17 +116,17 @@ def train(cfg: Config, cache_dir: str | Path, run_dir: str | Path | None = None,
     what one process with the same global batch computes. Only rank 0 writes logs and checkpoints.
     """
     t = cfg.train
-    rank, world, local_rank, started_pg = init_distributed()
+    rank, world, _, started_pg = init_distributed()
     main = rank == 0
     for name in ("batch_size", "warm_batch_size"):
         if getattr(t, name) % (world * t.grad_accum):
             raise TrainError(f"train.{name}={getattr(t, name)} is the global batch and must be divisible by the "
                              f"{world} processes x train.grad_accum={t.grad_accum} micro-batches")
     run_dir = Path(run_dir or t.out_dir)
-    if not resume and list_checkpoints(run_dir):   # never train over another run's checkpoints and log
-        newest = list_checkpoints(run_dir)[-1].name
-        raise TrainError(f"{run_dir} already holds the checkpoints of a run (newest {newest}); continue it with "
-                         "--resume auto, or train into another --run-dir. Nothing was changed.")
+    existing = [] if resume else list_checkpoints(run_dir)
+    if existing:   # never train over another run's checkpoints and log
+        raise TrainError(f"{run_dir} already holds the checkpoints of a run (newest {existing[-1].name}); continue "
+                         "it with --resume auto, or train into another --run-dir. Nothing was changed.")
     device = default_device(device)
     torch.manual_seed(t.seed)
 
