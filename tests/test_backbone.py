@@ -14,7 +14,7 @@ from medsora.models.spiral import inverse, spiral_order
 
 
 def randomize(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Undo the zero init (adaLN, final layer, q/k/v) so that every path carries signal."""
+    """Undo the zero init (adaLN, final layer) so that every path carries signal."""
     torch.manual_seed(seed)
     for m in model.modules():
         if isinstance(m, nn.Linear):
@@ -73,6 +73,45 @@ def test_zero_init_blocks_are_identity_and_output_is_zero():
     # not trivially zero once the zero-initialised layers are randomised
     randomize(model)
     assert model(x, t, num_video_frames=3).abs().amin() > 0
+
+
+def never_moved(model: nn.Module, steps: int = 4, frames: int = 5, fv: int = 3, seed: int = 0) -> list[str]:
+    """Names of the trainable tensors that `steps` AdamW steps on the diffusion loss (MSE + VB, random clips with
+    video frames and joint images) leave bit-for-bit unchanged, from the model's own initialisation."""
+    from medsora.diffusion import GaussianDiffusion
+
+    torch.manual_seed(seed)
+    cfg = model.cfg
+    diffusion = GaussianDiffusion(1000, 1e-4, 0.02, learn_sigma=cfg.learn_sigma, channel_dim=2)
+    before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.0)   # decay alone would move every tensor
+    x0 = torch.randn(2, frames, cfg.in_channels, *cfg.input_size)
+    for _ in range(steps):
+        t = torch.randint(0, 1000, (2,))
+        loss = diffusion.training_losses(lambda x, ts: model(x, ts, num_video_frames=fv), x0, t)["loss"].mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return [n for n, p in model.named_parameters() if p.requires_grad and torch.equal(p.detach(), before[n])]
+
+
+@pytest.mark.parametrize("name,overrides", [("tiny", {}), ("S", {"depth": 2, "input_size": (4, 4)})])
+def test_every_parameter_learns_from_the_initialisation(name, overrides):
+    """No dead branch: a zero q/k/v (the old init) left every block's attention and its LayerNorm unchanged."""
+    model = build_model(name, **overrides)
+    dead = never_moved(model)
+    assert not dead, f"{len(dead)} trainable tensors never moved: {dead}"
+
+
+def test_no_dead_parameter_test_catches_zero_qkv():
+    """The test above fails on the old initialisation (q, k, v zero as well as the adaLN gates)."""
+    model = build_model("tiny")
+    for block in model.blocks:
+        for proj in (block.attn.to_q, block.attn.to_k, block.attn.to_v):
+            nn.init.zeros_(proj.weight)
+    dead = never_moved(model)
+    assert {f"blocks.{i}.attn.to_{p}.weight" for i in range(len(model.blocks)) for p in "qkv"} <= set(dead)
+    assert {f"blocks.{i}.norm1.weight" for i in range(len(model.blocks))} <= set(dead)
 
 
 # ---------------------------------------------------------------------------------------------- spiral scans

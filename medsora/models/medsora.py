@@ -37,10 +37,12 @@ class MedSora(nn.Module):
         self.initialize_weights()
 
     def initialize_weights(self):
-        """DiT initialisation (Mamba projections Xavier too); adaLN, final layer and q/k/v zero (as the authors)."""
+        """DiT initialisation: every Linear Xavier (the Mamba projections and the attention's q, k, v too), only the
+        adaLN outputs and the final layer zero. This is the authors' effective initialisation: their block zeroes
+        q, k, v, but their `initialize_weights` then re-applies Xavier to every Linear. (Zero q, k, v with a zero
+        adaLN gate would be an exact saddle: the attention branch would never get a gradient.)"""
         zero = [self.final_layer.adaLN_modulation[-1], self.final_layer.linear]
-        for block in self.blocks:
-            zero += [block.adaLN_modulation[-1], block.attn.to_q, block.attn.to_k, block.attn.to_v]
+        zero += [block.adaLN_modulation[-1] for block in self.blocks]
         dit_init(self, zero)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, num_video_frames: int | None = None,
