@@ -3,13 +3,18 @@
 Layout of a cache folder:
     manifest.json          what was encoded with what (VAE fingerprint, clip geometry, shards done)
     shard-00000.safetensors ...
-Each clip `i` is stored in both flip orientations `f` (0 = as read, 1 = horizontally flipped):
-    "{i}.{f}.video"        (f_v, C, h, w)  latents of the first `num_frames` frames
-    "{i}.{f}.images"       (f_i, C, h, w)  latents of `num_images` frames of other videos, one chunk
-    "{i}.{f}.flow.{layer}" (f_v, l, d)     alignment targets per DINO layer (with --flow), fp16
-A shard is written atomically (its clips and failures in its own metadata) and recorded in the manifest
-afterwards, so an interrupted run resumes at the missing shards; under torchrun the processes share the shards.
-A cache built with another VAE or clip geometry is refused, never overwritten.
+Clip `i` is a window of its source; the cache holds `data.clip_offsets` = K evenly spaced starts `o` in it
+(training draws one per epoch), each in both flip orientations `f` (0 = as read, 1 = horizontally flipped),
+as the VAE posterior's mean and std (training draws a latent per step):
+    "{i}.{o}.{f}.video.mean" / ".std"  (f_v, C, h, w)  the first `num_frames` frames from start o
+    "{i}.{f}.images.mean" / ".std"     (f_i, C, h, w)  `num_images` frames of the clip's own video, one chunk;
+                                                       training appends them to clips of *other* videos
+    "{i}.{o}.{f}.flow.{layer}"         (f_v, l, d)     alignment targets per DINO layer (with --flow), fp16
+The manifest also records each clip's source and the per-channel latent normalisation (`latent_norm`,
+measured over all cached clips; see medsora/latent_norm.py). A shard is written atomically (its clips,
+failures and latent sums in its own metadata) and recorded in the manifest afterwards, so an interrupted run
+resumes at the missing shards; under torchrun the processes share the shards. A cache built with another VAE
+or clip geometry is refused, never overwritten.
 """
 from __future__ import annotations
 
@@ -31,11 +36,12 @@ from .config import Config, latent_frames
 from .data.clips import ClipDataset
 from .data.video import VideoError
 from .errors import MedsoraError
+from .latent_norm import LatentNorm, wants_measured
 from .runtime import init_distributed
 
 log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
-CACHE_VERSION = 1
+CACHE_VERSION = 2   # 1: one start per window, posterior means, images of other videos fixed per clip
 
 
 class CacheError(MedsoraError, RuntimeError):
@@ -44,7 +50,8 @@ class CacheError(MedsoraError, RuntimeError):
 
 def _geometry(cfg: Config) -> dict:
     d = cfg.data
-    return {"num_frames": d.num_frames, "frame_stride": d.frame_stride, "size": d.size, "num_images": d.num_images}
+    return {"num_frames": d.num_frames, "frame_stride": d.frame_stride, "size": d.size, "num_images": d.num_images,
+            "offsets": d.clip_offsets}
 
 
 def _write_json(path: Path, obj: dict) -> None:
@@ -80,18 +87,26 @@ def flow_targets_from_config(cfg: Config, device: str | torch.device = "cpu") ->
     if not f.dino_weights:
         raise CacheError("flow targets need DINO ViT-S/8 weights: set flow.dino_weights=/path/to/"
                          "dino_deitsmall8_pretrain.pth (see README, 'Pretrained weights')")
-    method = "raft_large" if f.method == "raft" else f.method
-    estimator = build_flow(method, f.raft_weights or "hub").to(device)
+    if f.method == "raft":
+        method, iters = "raft_large", f"|iters:{f.raft_iters}"
+        estimator = build_flow(method, f.raft_weights or "hub", num_flow_updates=f.raft_iters).to(device)
+    else:
+        method, iters = f.method, ""
+        estimator = build_flow(method).to(device)
     dino = load_dino(f.dino_weights, img_size=cfg.data.size).to(device)
     tokens = (m.input_size[0] // m.patch_size) * (m.input_size[1] // m.patch_size)
-    sampling = Sampling(cfg.data.num_frames, latent_frames(cfg.data.num_frames), (tokens, m.hidden_size))
+    sampling = Sampling(cfg.data.num_frames, latent_frames(cfg.data.num_frames), (tokens, m.hidden_size),
+                        grid=f.resize == "grid")
     layers = tuple(sorted(set(m.align_layers)))
 
     def fn(clip: torch.Tensor):
         return clip_targets(clip.to(device), estimator, dino, layers, sampling, f.colour)
 
-    desc = f"{method}:{Path(f.raft_weights).name if f.raft_weights else 'default'}|dino:{Path(f.dino_weights).name}" \
-           f"|{f.colour}|{tokens}x{m.hidden_size}"
+    # compared with the manifest's: a cache built with other flow settings is refused (the default token resize
+    # adds nothing, so caches written before that option existed stay valid)
+    desc = f"{method}:{Path(f.raft_weights).name if f.raft_weights else 'default'}{iters}" \
+           f"|dino:{Path(f.dino_weights).name}|{f.colour}|{tokens}x{m.hidden_size}" \
+           f"{'|resize:grid' if f.resize == 'grid' else ''}"
     return FlowTargets(fn, layers, desc)
 
 
@@ -118,9 +133,10 @@ def build_cache(cfg: Config, vae, cache_dir: str | Path, flow: FlowTargets | Non
     fresh = {"version": CACHE_VERSION, "vae": vae.fingerprint, "geometry": _geometry(cfg),
              "root": str(Path(cfg.data.root).resolve()), "num_clips": len(ds), "shard_size": shard_size,
              "flow": flow.description if flow else None, "flow_layers": list(flow.layers) if flow else [],
-             "shards": {}, "failed": []}
+             "clip_sources": [src for src, _ in ds.clips], "shards": {}, "stats": {}, "failed": []}
     if manifest_path.exists():
         manifest = json.loads(manifest_path.read_text())
+        _check_version(manifest, cache_dir)
         _check_same(manifest, "vae", fresh["vae"], cache_dir, "use another cache folder for this VAE")
         _check_same(manifest, "geometry", fresh["geometry"], cache_dir,
                     "use another cache folder or the data settings it was built with")
@@ -152,7 +168,9 @@ def build_cache(cfg: Config, vae, cache_dir: str | Path, flow: FlowTargets | Non
         tensors, done, failed = {}, [], []
         for i in shards[k]:
             try:
-                tensors.update(_encode_clip(ds, i, vae, flow))
+                clip_tensors, clip_stats = _encode_clip(ds, i, vae, flow, cfg.data.clip_offsets)
+                tensors.update(clip_tensors)
+                stats = clip_stats if not done else [a + b for a, b in zip(stats, clip_stats)]
                 done.append(i)
             except VideoError as e:
                 src = ds.sources[ds.clips[i][0]].path
@@ -160,7 +178,9 @@ def build_cache(cfg: Config, vae, cache_dir: str | Path, flow: FlowTargets | Non
                 failed.append({"clip": i, "source": src, "reason": str(e)})
             bar.update(1)
         tmp = cache_dir / (_shard_name(k) + ".tmp")
-        save_file(tensors, str(tmp), metadata={"clips": json.dumps(done), "failed": json.dumps(failed)})
+        shard_stats = {"count": stats[0], "sum": stats[1].tolist(), "sum_sq": stats[2].tolist()} if done else None
+        save_file(tensors, str(tmp), metadata={"clips": json.dumps(done), "failed": json.dumps(failed),
+                                               "stats": json.dumps(shard_stats)})
         os.replace(tmp, cache_dir / _shard_name(k))
         if world == 1:  # recorded at once; with several processes, process 0 records them all at the end
             _adopt_shards(cache_dir, manifest, len(shards))
@@ -168,9 +188,12 @@ def build_cache(cfg: Config, vae, cache_dir: str | Path, flow: FlowTargets | Non
     bar.close()
     if world > 1:
         dist.barrier()
-        if rank == 0:
-            _adopt_shards(cache_dir, manifest, len(shards))
-            _write_json(manifest_path, manifest)
+    if rank == 0:   # every shard recorded: the normalisation measured over all of them
+        _adopt_shards(cache_dir, manifest, len(shards))
+        if any(manifest["shards"].values()):
+            manifest["latent_norm"] = _latent_norm(manifest, vae, cfg.vae.latent_norm).to_dict()
+        _write_json(manifest_path, manifest)
+    if world > 1:
         dist.barrier()
         manifest = json.loads(manifest_path.read_text())
         if started_pg:
@@ -194,45 +217,87 @@ def _adopt_shards(cache_dir: Path, manifest: dict, n_shards: int) -> None:
                 meta = f.metadata() or {}
             manifest["shards"][name] = json.loads(meta.get("clips", "[]"))
             manifest["failed"] += json.loads(meta.get("failed", "[]"))
+            manifest["stats"][name] = json.loads(meta.get("stats", "null"))
 
 
-def _encode_clip(ds: ClipDataset, i: int, vae, flow: FlowTargets | None) -> dict[str, torch.Tensor]:
-    item = ds.load_clip(i, flip=False)
-    video = item["video"]                                     # (F+1, 3, S, S)
-    both = torch.stack([video, video.flip(-1)])               # (2, F+1, 3, S, S): as read, flipped
-    device = vae.device
-    z = vae.encode(both[:, :-1].to(device)).float().cpu()     # the VAE sees F frames -> (2, f_v, C, h, w)
-    out = {f"{i}.{f}.video": z[f].contiguous() for f in (0, 1)}
-    if item["images"].shape[0]:
-        imgs = torch.stack([item["images"], item["images"].flip(-1)])  # one chunk of N frames, as the authors
-        zi = vae.encode(imgs.to(device)).float().cpu()
-        out.update({f"{i}.{f}.images": zi[f].contiguous() for f in (0, 1)})
-    if flow is not None:
-        for f, targets in enumerate(flow.fn(video)):           # as read, flipped: {layer: (f_v, l, d)}
-            for layer, h in targets.items():
-                out[f"{i}.{f}.flow.{layer}"] = h.to(torch.float16).cpu().contiguous()
-    return out
+def _check_version(manifest: dict, cache_dir: Path) -> None:
+    if manifest.get("version") != CACHE_VERSION:
+        raise CacheError(f"the cache {cache_dir} has format {manifest.get('version')}, this medsora reads format "
+                         f"{CACHE_VERSION} (fresh clip starts, posterior std and images per step); build a new cache "
+                         "with `medsora cache` into another folder")
+
+
+def _latent_norm(manifest: dict, vae, mode: str) -> LatentNorm:
+    """The normalisation a cache's latents get: measured from the shards' latent sums, or the identity."""
+    if not wants_measured(mode, vae.scaling_factor):
+        return LatentNorm.identity(vae.latent_channels)
+    parts = [s for s in manifest["stats"].values() if s]
+    count = sum(p["count"] for p in parts)
+    total = torch.tensor([p["sum"] for p in parts], dtype=torch.float64).sum(0)
+    total_sq = torch.tensor([p["sum_sq"] for p in parts], dtype=torch.float64).sum(0)
+    return LatentNorm.measure(count, total, total_sq)
+
+
+def _encode_clip(ds: ClipDataset, i: int, vae, flow: FlowTargets | None, offsets: int):
+    """The tensors of clip `i` (every start offset, both flips) and the per-channel sums of its video latents:
+    (count per channel, sum of z, sum of z²), z drawn from the posterior (E[z²] = mean² + std²), float64."""
+    out, device = {}, vae.device
+    count, total, total_sq = 0, 0.0, 0.0
+    for o in range(offsets):
+        item = ds.load_clip(i, flip=False, offset=o, offsets=offsets, own_images=o == 0)
+        video = item["video"]                                     # (F+1, 3, S, S)
+        both = torch.stack([video, video.flip(-1)])               # (2, F+1, 3, S, S): as read, flipped
+        mean, std = (z.float().cpu() for z in vae.encode_posterior(both[:, :-1].to(device)))  # the VAE sees F frames
+        for f in (0, 1):
+            out[f"{i}.{o}.{f}.video.mean"], out[f"{i}.{o}.{f}.video.std"] = mean[f].contiguous(), std[f].contiguous()
+        dims = (0, 1, 3, 4)
+        count += mean.numel() // mean.shape[2]
+        total = total + mean.double().sum(dims)
+        total_sq = total_sq + (mean.double().square() + std.double().square()).sum(dims)
+        if o == 0 and item["images"].shape[0]:
+            imgs = torch.stack([item["images"], item["images"].flip(-1)])  # one chunk of N frames, as the authors
+            zi_mean, zi_std = (z.float().cpu() for z in vae.encode_posterior(imgs.to(device)))
+            for f in (0, 1):
+                out[f"{i}.{f}.images.mean"], out[f"{i}.{f}.images.std"] = zi_mean[f].contiguous(), zi_std[f].contiguous()
+        if flow is not None:
+            for f, targets in enumerate(flow.fn(video)):           # as read, flipped: {layer: (f_v, l, d)}
+                for layer, h in targets.items():
+                    out[f"{i}.{o}.{f}.flow.{layer}"] = h.to(torch.float16).cpu().contiguous()
+    return out, (count, total, total_sq)
 
 
 class LatentDataset(torch.utils.data.Dataset):
-    """Reads a cache: item = {"video": (f_v,C,h,w), "images": (f_i,C,h,w), "flow": (n_layers,f_v,l,d)?, "flip"}.
+    """Reads a cache: item = {"video": (f_v,C,h,w), "images": (f_i,C,h,w), "flow": (n_layers,f_v,l,d)?, "flip", ...}.
 
-    The flip orientation of each item is drawn from (seed, epoch, index), like the pixel dataset.
+    Each fetch of clip `index` draws from (seed, epoch, index): the flip, one of the cache's start offsets, the clip
+    of *another* video whose image chunk is appended, and the posterior noise of the latents (`posterior="sample"`;
+    "mode" takes the means). Latents come normalised (`self.norm`); `get(..., raw=True)` gives the VAE's own.
     `clips` selects a subset (e.g. training vs held-out clips).
     """
 
-    def __init__(self, cache_dir: str | Path, seed: int = 0, clips: list[int] | None = None, hflip: bool = True):
+    def __init__(self, cache_dir: str | Path, seed: int = 0, clips: list[int] | None = None, hflip: bool = True,
+                 posterior: str = "sample"):
         self.cache_dir = Path(cache_dir)
         path = self.cache_dir / MANIFEST
         if not path.exists():
             raise CacheError(f"{self.cache_dir} holds no latent cache ({MANIFEST} missing); run `medsora cache` first")
         self.manifest = json.loads(path.read_text())
+        _check_version(self.manifest, self.cache_dir)
+        if "latent_norm" not in self.manifest:
+            raise CacheError(f"the cache {self.cache_dir} is incomplete (its build was interrupted); run the same "
+                             "`medsora cache` command again to finish it")
+        if posterior not in ("sample", "mode"):
+            raise ValueError(f"posterior must be sample or mode, got {posterior!r}")
+        self.norm = LatentNorm.from_dict(self.manifest["latent_norm"])
         self.where = {i: name for name, ids in self.manifest["shards"].items() for i in ids}
         all_clips = sorted(self.where)
         self.clips = all_clips if clips is None else [all_clips[j] for j in clips]
         self.layers = self.manifest.get("flow_layers", [])
-        self.seed, self.epoch, self.hflip = seed, 0, hflip
+        self.offsets = self.manifest["geometry"]["offsets"]
+        self.source_of = self.manifest["clip_sources"]
+        self.seed, self.epoch, self.hflip, self.posterior = seed, 0, hflip, posterior
         self._handles: dict[str, object] = {}
+        self._donors: dict[int, list[int]] = {}
 
     def __len__(self) -> int:
         return len(self.clips)
@@ -240,7 +305,7 @@ class LatentDataset(torch.utils.data.Dataset):
     def subset(self, clips, hflip: bool | None = None) -> "LatentDataset":
         """The same cache restricted to `clips` (positions in this dataset), without reading the manifest again."""
         sub = copy.copy(self)
-        sub.clips, sub._handles = [self.clips[j] for j in clips], {}
+        sub.clips, sub._handles, sub._donors = [self.clips[j] for j in clips], {}, {}
         sub.hflip = self.hflip if hflip is None else hflip
         return sub
 
@@ -252,21 +317,49 @@ class LatentDataset(torch.utils.data.Dataset):
             self._handles[name] = safe_open(str(self.cache_dir / name), framework="pt")
         return self._handles[name]
 
-    def get(self, index: int, flip: int) -> dict:
-        i = self.clips[index]
+    def _latent(self, i: int, key: str, generator: torch.Generator | None, raw: bool) -> torch.Tensor:
+        """Posterior mean (generator None) or a draw mean + std * noise of `{key}.mean/.std`, normalised unless raw."""
         f = self._open(self.where[i])
-        item = {"video": f.get_tensor(f"{i}.{flip}.video"), "flip": bool(flip), "clip": i}
+        z = f.get_tensor(f"{key}.mean")
+        if generator is not None:
+            z = z + f.get_tensor(f"{key}.std") * torch.randn(z.shape, generator=generator)
+        return z if raw else self.norm.normalize(z)
+
+    def donors(self, index: int) -> list[int]:
+        """Positions of the clips whose source differs from clip `index`'s (its own when there is no other)."""
+        src = self.source_of[self.clips[index]]
+        if src not in self._donors:
+            others = [j for j, c in enumerate(self.clips) if self.source_of[c] != src]
+            if not others:
+                log.warning("every clip of the cache comes from one video: joint images come from that video")
+            self._donors[src] = others or [j for j, c in enumerate(self.clips) if self.source_of[c] == src]
+        return self._donors[src]
+
+    def get(self, index: int, flip: int, offset: int = 0, images_from: int | None = None,
+            generator: torch.Generator | None = None, raw: bool = False) -> dict:
+        """Clip `index` at start `offset` with the image chunk of clip `images_from` (default: its own chunk);
+        posterior means unless a `generator` draws the latents."""
+        i = self.clips[index]
+        donor = self.clips[index if images_from is None else images_from]
+        item = {"video": self._latent(i, f"{i}.{offset}.{flip}.video", generator, raw), "flip": bool(flip), "clip": i,
+                "offset": offset, "images_from": donor}
         if self.manifest["geometry"]["num_images"]:
-            item["images"] = f.get_tensor(f"{i}.{flip}.images")
+            item["images"] = self._latent(donor, f"{donor}.{flip}.images", generator, raw)
         else:
             item["images"] = torch.empty(0, *item["video"].shape[1:])
         if self.layers:
-            item["flow"] = torch.stack([f.get_tensor(f"{i}.{flip}.flow.{layer}").float() for layer in self.layers])
+            f = self._open(self.where[i])
+            item["flow"] = torch.stack([f.get_tensor(f"{i}.{offset}.{flip}.flow.{layer}").float() for layer in self.layers])
         return item
 
     def __getitem__(self, index: int) -> dict:
-        flip = int(self.hflip and np.random.default_rng([self.seed, self.epoch, index]).random() < 0.5)
-        return self.get(index, flip)
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        flip = int(self.hflip and rng.random() < 0.5)
+        offset = int(rng.integers(0, self.offsets))
+        donors = self.donors(index)
+        donor = donors[int(rng.integers(0, len(donors)))]
+        g = torch.Generator().manual_seed(int(rng.integers(0, 2**62))) if self.posterior == "sample" else None
+        return self.get(index, flip, offset, images_from=donor, generator=g)
 
     def __getstate__(self):  # safe_open handles are not picklable: reopen in each DataLoader worker
         state = self.__dict__.copy()

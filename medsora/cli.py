@@ -121,7 +121,7 @@ def cmd_sample(args) -> int:
         _say(f"wrote {len(paths)} real clips through the VAE (mp4 + gif) to {args.out}")
         return 0
     paths = sample(ckpt, vae, args.out, num=args.num, batch_size=args.batch_size, sampler=args.sampler,
-                   steps=args.steps, seed=args.seed, png=args.png, device=args.device)
+                   steps=args.steps, seed=args.seed, png=args.png, device=args.device, overwrite=args.overwrite)
     _say(f"wrote {len(paths)} videos (mp4 + gif) to {args.out}")
     return 0
 
@@ -258,7 +258,9 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train the backbone from a latent cache")
     train.add_argument("--cache", required=True, help="latent cache folder (from `medsora cache`)")
     train.add_argument("--run-dir", default=None, help="run folder (default: train.out_dir)")
-    train.add_argument("--resume", default=None, help="'auto' (newest complete checkpoint) or a checkpoint folder")
+    train.add_argument("--resume", default=None,
+                       help="'auto' (newest checkpoint that verifies), a checkpoint folder, or 'restart' (start over: "
+                            "the run folder's checkpoints and log are moved to RUN/previous-TIME/, nothing is deleted)")
     train.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     _config_args(train)
     train.set_defaults(func=cmd_train)
@@ -273,6 +275,8 @@ def build_parser() -> argparse.ArgumentParser:
     smp.add_argument("--steps", type=int, default=None, help="sampling steps (default: the config's)")
     smp.add_argument("--seed", type=int, default=0)
     smp.add_argument("--png", action="store_true", help="also write PNG frames")
+    smp.add_argument("--overwrite", action="store_true",
+                     help="replace the samples of another run or other settings found in --out (refused otherwise)")
     smp.add_argument("--vae", default=None, help="VAE folder (default: the one in the checkpoint's config)")
     smp.add_argument("--compensation", default=None, help="frequency-compensation weights for the VAE")
     smp.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
@@ -381,6 +385,11 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:   # Ctrl-C: every command writes atomically, so what finished is kept
+        if args.verbose:
+            raise
+        print("interrupted; rerun the same command to resume (train: add --resume auto)", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

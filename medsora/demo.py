@@ -41,7 +41,7 @@ def latent_stats(cache_dir: Path, sampled: Path) -> dict:
     from .cache import LatentDataset
 
     ds = LatentDataset(cache_dir)
-    data = torch.stack([ds.get(i, f)["video"] for i in range(len(ds)) for f in (0, 1)])   # (n, f, C, h, w)
+    data = torch.stack([ds.get(i, f, raw=True)["video"] for i in range(len(ds)) for f in (0, 1)])   # (n, f, C, h, w)
     z = load_file(str(sampled))["latents"]
     dims = (0, 1, 3, 4)
     gap = ((z.std(dims) - data.std(dims)) / data.std(dims)).abs().max().item()

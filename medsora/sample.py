@@ -23,6 +23,7 @@ from .checkpoint import load_weights, newest_checkpoint, verify
 from .config import from_dict, latent_frames
 from .data.video import write_frames, write_gif, write_video
 from .diffusion import ddim_sample, ddpm_sample
+from .latent_norm import LatentNorm
 from .models.medsora import build_model
 from .runtime import default_device, init_distributed
 from .train import make_diffusion
@@ -51,9 +52,10 @@ def to_uint8(video: torch.Tensor) -> np.ndarray:
 @torch.no_grad()
 def sample(checkpoint: str | Path, vae, out_dir: str | Path, num: int = 8, batch_size: int = 4,
            sampler: str | None = None, steps: int | None = None, seed: int = 0, png: bool = False,
-           fps: float = 8.0, device: str | None = None, progress: bool = True) -> list[Path]:
+           fps: float = 8.0, device: str | None = None, progress: bool = True, overwrite: bool = False) -> list[Path]:
     """Sample `num` videos from the checkpoint's EMA weights into `out_dir`; returns the mp4 paths. Under torchrun
-    the processes share the batches and write what one process would."""
+    the processes share the batches and write what one process would. A folder holding the samples of another
+    checkpoint or other settings is refused unless `overwrite` (then its old samples are removed first)."""
     for name, value in (("num", num), ("batch_size", batch_size), ("steps", 1 if steps is None else steps)):
         if value < 1:
             raise ValueError(f"sample: {name}={value} must be at least 1")
@@ -76,6 +78,7 @@ def sample(checkpoint: str | Path, vae, out_dir: str | Path, num: int = 8, batch
         raise ValueError(f"sampler must be ddim or ddpm, got {sampler!r}")
     steps = steps or cfg.diffusion.sample_steps
     fv = latent_frames(cfg.data.num_frames)
+    norm = LatentNorm.from_dict(meta.get("extra", {}).get("latent_norm"), cfg.model.in_channels)
     shape = (fv, cfg.model.in_channels, *cfg.model.input_size)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -88,8 +91,11 @@ def sample(checkpoint: str | Path, vae, out_dir: str | Path, num: int = 8, batch
     # after its videos, so a killed run resumes at the first batch without them.
     rank, world, _, started_pg = init_distributed()
     starts = list(range(0, num, batch_size))
-    parts = _batch_folder(out_dir, {"checkpoint": str(ckpt), "sampler": sampler, "steps": steps, "seed": seed,
-                                    "batch_size": batch_size, "num": num}, rank, world)
+    key = {"checkpoint": str(ckpt), "sampler": sampler, "steps": steps, "seed": seed, "batch_size": batch_size,
+           "num": num}
+    if rank == 0:
+        _claim_folder(out_dir, key, overwrite)
+    parts = _batch_folder(out_dir, key, rank, world)
     mine = [b for b in range(rank, len(starts), world) if not (parts / f"{b:05d}.safetensors").exists()]
     if world > 1 or len(mine) < len(starts):
         log.info("process %d of %d samples batches %s of %d", rank, world, mine, len(starts))
@@ -103,6 +109,7 @@ def sample(checkpoint: str | Path, vae, out_dir: str | Path, num: int = 8, batch
         else:
             z = ddpm_sample(diffusion, model_fn, noise.shape, steps=steps, noise=noise, generator=g,
                             device=device, progress=False)
+        z = norm.denormalize(z)                       # the VAE's latents
         _decode_and_write(vae, z, out_dir, "sample", starts[b], fps, png)
         save_file({"latents": z.cpu().contiguous()}, str(parts / f"{b:05d}.tmp"))
         os.replace(parts / f"{b:05d}.tmp", parts / f"{b:05d}.safetensors")
@@ -118,6 +125,30 @@ def sample(checkpoint: str | Path, vae, out_dir: str | Path, num: int = 8, batch
         if started_pg:
             dist.destroy_process_group()
     return [out_dir / f"sample_{i:03d}.mp4" for i in range(num)]
+
+
+SAMPLES_RECORD = "samples.json"
+
+
+def _claim_folder(out_dir: Path, key: dict, overwrite: bool) -> None:
+    """Never mix two sets of samples: a folder with samples whose record (checkpoint and settings) differs from
+    `key` is refused, or with `overwrite` emptied of them first; the record of this set is written before any video."""
+    record = out_dir / SAMPLES_RECORD
+    old = sorted(out_dir.glob("sample_*")) + [p for p in (out_dir / "latents.safetensors",) if p.exists()]
+    theirs = json.loads(record.read_text()) if record.exists() else None
+    if old and theirs != key:
+        if not overwrite:
+            what = (f"checkpoint {theirs.get('checkpoint')}, seed {theirs.get('seed')}, {theirs.get('num')} videos"
+                    if isinstance(theirs, dict) else "no record of their settings")
+            raise ValueError(f"{out_dir} already holds {len(old)} sample files of another sampling run ({what}); pass "
+                             "--overwrite to replace them, or choose another --out. Nothing was changed.")
+        log.info("removing %d sample files of another run from %s (--overwrite)", len(old), out_dir)
+        for p in old:
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+        shutil.rmtree(out_dir / ".batches", ignore_errors=True)
+    tmp = record.with_name(record.name + ".tmp")
+    tmp.write_text(json.dumps(key, indent=1))
+    os.replace(tmp, record)
 
 
 def _batch_folder(out_dir: Path, key: dict, rank: int, world: int) -> Path:
@@ -173,7 +204,7 @@ def reconstruct(checkpoint: str | Path, vae, out_dir: str | Path, num: int = 8, 
     rank, world, _, started_pg = init_distributed()   # under torchrun each process takes every N-th batch
     batches = range(0, len(ids), batch_size)[rank::world]
     for start in tqdm(batches, desc="reconstructing", unit="batch", disable=not (progress and rank == 0)):
-        z = torch.stack([ds.get(i, 0)["video"] for i in ids[start:start + batch_size]])
+        z = torch.stack([ds.get(i, 0, raw=True)["video"] for i in ids[start:start + batch_size]])
         _decode_and_write(vae, z, out_dir, "recon", start, fps, png)
     if world > 1:
         dist.barrier()

@@ -16,6 +16,8 @@ import dataclasses
 import json
 import logging
 import math
+import os
+import shutil
 import time
 from pathlib import Path
 
@@ -24,11 +26,13 @@ import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from .cache import LatentDataset
-from .checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
+from .checkpoint import (CheckpointError, list_checkpoints, load_checkpoint, newest_checkpoint, save_checkpoint,
+                         verify)
 from .config import Config, to_dict, to_yaml
 from .diffusion import GaussianDiffusion
 from .errors import MedsoraError
 from .models.medsora import build_model
+from .runlock import LOCK, folder_lock
 from .runtime import default_device, init_distributed
 
 log = logging.getLogger(__name__)
@@ -111,6 +115,68 @@ def train(cfg: Config, cache_dir: str | Path, run_dir: str | Path | None = None,
           progress: bool = True, device: str | None = None) -> dict:
     """Train from a latent cache into `run_dir` (default cfg.train.out_dir); returns a summary dict.
 
+    `resume`: None (a folder with checkpoints is refused), "auto" (the newest checkpoint that verifies; refused
+    when checkpoints exist and none does), a checkpoint folder, or "restart" (the folder's checkpoints and log
+    are moved to RUN/previous-TIME/ and training starts over). The run folder is locked while training: a second
+    `train` into it is refused, naming the holder.
+    """
+    run_dir = Path(run_dir or cfg.train.out_dir)
+    if int(os.environ.get("RANK", "0")) != 0:   # torchrun: process 0 holds the lock for the job
+        return _train(cfg, cache_dir, run_dir, resume, progress, device)
+    existed = run_dir.exists()
+    try:
+        with folder_lock(run_dir, "train"):
+            if resume == "restart":
+                _move_aside(run_dir)
+            return _train(cfg, cache_dir, run_dir, None if resume == "restart" else resume, progress, device)
+    except BaseException:
+        if not existed and {p.name for p in run_dir.iterdir()} <= {LOCK}:   # a refused run leaves no folder
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+
+
+def _move_aside(run_dir: Path) -> None:
+    """--resume restart: the run's checkpoints, log and config go to RUN/previous-TIME/ (nothing is deleted)."""
+    names = [n for n in ("checkpoints", "metrics.jsonl", "config.yaml", "tb") if (run_dir / n).exists()]
+    if not names:
+        return
+    dest = run_dir / time.strftime("previous-%Y%m%d-%H%M%S")
+    dest.mkdir()
+    for n in names:
+        os.replace(run_dir / n, dest / n)
+    log.info("--resume restart: the previous run's %s moved to %s", ", ".join(names), dest)
+
+
+def resume_point(run_dir: Path, resume: str | None) -> Path | None:
+    """The checkpoint a run continues from; refuses to start over a folder whose checkpoints would be replaced."""
+    found = list_checkpoints(run_dir)
+    if resume is None:
+        if found:   # never train over another run's checkpoints and log
+            raise TrainError(f"{run_dir} already holds the checkpoints of a run (newest {found[-1].name}); continue "
+                             "it with --resume auto, or train into another --run-dir. Nothing was changed.")
+        return None
+    if resume != "auto":
+        if not (Path(resume) / "meta.json").exists():
+            raise TrainError(f"--resume {resume}: no checkpoint there (expected a folder with meta.json)")
+        return Path(resume)
+    newest = newest_checkpoint(run_dir)
+    if newest is None and found:
+        reasons = []
+        for ckpt in found:
+            try:
+                verify(ckpt)
+            except CheckpointError as e:
+                reasons.append(str(e))
+        raise TrainError(f"none of the {len(found)} checkpoints in {run_dir} verifies ({'; '.join(reasons)}). "
+                         "Nothing was changed: restore the files, or start over with --resume restart (the old "
+                         "checkpoints and log are moved aside, not deleted)")
+    return newest[0] if newest else None
+
+
+def _train(cfg: Config, cache_dir: str | Path, run_dir: Path, resume: str | None, progress: bool,
+           device: str | None) -> dict:
+    """The training loop of `train` (the run folder is already locked).
+
     Under torchrun (WORLD_SIZE > 1) each process takes its share of every global batch (DistributedDataParallel,
     gloo on CPU, nccl on GPUs); the noise and timesteps are drawn for the global batch, so N processes compute
     what one process with the same global batch computes. Only rank 0 writes logs and checkpoints.
@@ -122,15 +188,11 @@ def train(cfg: Config, cache_dir: str | Path, run_dir: str | Path | None = None,
         if getattr(t, name) % (world * t.grad_accum):
             raise TrainError(f"train.{name}={getattr(t, name)} is the global batch and must be divisible by the "
                              f"{world} processes x train.grad_accum={t.grad_accum} micro-batches")
-    run_dir = Path(run_dir or t.out_dir)
-    existing = [] if resume else list_checkpoints(run_dir)
-    if existing:   # never train over another run's checkpoints and log
-        raise TrainError(f"{run_dir} already holds the checkpoints of a run (newest {existing[-1].name}); continue "
-                         "it with --resume auto, or train into another --run-dir. Nothing was changed.")
+    ckpt = resume_point(run_dir, resume)
     device = default_device(device)
     torch.manual_seed(t.seed)
 
-    full = LatentDataset(cache_dir, seed=t.seed, hflip=cfg.data.hflip)
+    full = LatentDataset(cache_dir, seed=t.seed, hflip=cfg.data.hflip, posterior=t.posterior)
     if not cfg.vae.path and full.manifest.get("vae_source"):   # the run records the cache's VAE for `sample`
         cfg = dataclasses.replace(cfg, vae=dataclasses.replace(cfg.vae, **full.manifest["vae_source"]))
     n_all = len(full)
@@ -163,9 +225,6 @@ def train(cfg: Config, cache_dir: str | Path, run_dir: str | Path | None = None,
 
     scaler = torch.amp.GradScaler("cuda", enabled=precision == "fp16")   # a no-op pass-through otherwise
 
-    ckpt = latest_checkpoint(run_dir) if resume == "auto" else (Path(resume) if resume else None)
-    if resume and resume != "auto" and not (ckpt / "meta.json").exists():
-        raise TrainError(f"--resume {resume}: no checkpoint there (expected a folder with meta.json)")
     if ckpt is not None:
         meta = load_checkpoint(ckpt, model, ema, opt)
         if meta["config"]["model"] != to_dict(cfg)["model"]:
@@ -210,7 +269,8 @@ def train(cfg: Config, cache_dir: str | Path, run_dir: str | Path | None = None,
                 save_checkpoint(run_dir, step, model, ema, opt, to_dict(cfg), epoch=epoch, keep=t.keep_checkpoints,
                                 extra={"batch_in_epoch": batch_in_epoch, "skipped": skipped,
                                    "grad_scaler": scaler.state_dict() if scaler.is_enabled() else None,
-                                       "cache": str(Path(cache_dir).resolve()), "vae": full.manifest["vae"]})
+                                       "cache": str(Path(cache_dir).resolve()), "vae": full.manifest["vae"],
+                                       "latent_norm": full.norm.to_dict()})
             except OSError as e:  # disk full, permissions: the previous checkpoints are intact
                 log.error("could not write the checkpoint of step %d in %s: %s", step, run_dir, e)
                 failed[0] = 1

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from scipy.stats import pearsonr
 
 from medsora.flow.align import alignment_loss, relative_distribution_similarity
 
@@ -46,10 +47,64 @@ def test_token_variant_matches_numpy_per_token():
     assert r.shape == (2,)
     assert np.allclose(r.numpy(), _naive_r(y, h, variant="token"), atol=1e-5)
     with pytest.raises(ValueError, match="variant"):
-        relative_distribution_similarity(y, h, variant="batch")
+        relative_distribution_similarity(y, h, variant="pixel")
 
 
-@pytest.mark.parametrize("variant", ["channel", "token"])
+def _pooled_r(y: torch.Tensor, h: torch.Tensor, keep=None) -> np.ndarray:
+    """1 - SciPy's Pearson r per channel over every kept token of every sample (K = b·f·l), by loops."""
+    y, h = _ln(y.double()).numpy(), h.double().numpy()
+    b, f, l, d = y.shape
+    rows = [(i, j) for i in range(b) for j in range(f) if keep is None or keep[i][j]]
+    ys = np.concatenate([y[i, j] for i, j in rows])                       # (kept frames · l, d)
+    hs = np.concatenate([h[i, j] for i, j in rows])
+    return np.array([1 - pearsonr(ys[:, c], hs[:, c])[0] for c in range(d)])
+
+
+def test_batch_variant_pools_the_batch_as_eq14():
+    torch.manual_seed(2)
+    y, h = torch.randn(3, 2, 5, 6), torch.randn(3, 2, 5, 6)
+    h[0] = 0.8 * _ln(y[0]) + 0.2 * torch.randn(2, 5, 6)          # samples differ in how well they align
+    h[2] = -0.5 * _ln(y[2]) + 0.3 * torch.randn(2, 5, 6)
+    r = relative_distribution_similarity(y, h, variant="batch")
+    assert r.shape == (6,)
+    assert np.allclose(r.double().numpy(), _pooled_r(y, h), atol=1e-5)
+    keep = torch.tensor([[True, False], [True, True], [False, True]])
+    assert np.allclose(relative_distribution_similarity(y, h, keep, "batch").numpy(), _pooled_r(y, h, keep.tolist()),
+                       atol=1e-5)
+    # batch > 1: not the per-sample correlation (nor its mean); batch 1: the same numbers
+    channel = relative_distribution_similarity(y, h, variant="channel")
+    assert not np.allclose(r.numpy(), channel.mean(0).numpy(), atol=1e-2)
+    for i in range(3):
+        one = relative_distribution_similarity(y[i:i + 1], h[i:i + 1], variant="batch")
+        assert torch.allclose(one, relative_distribution_similarity(y[i:i + 1], h[i:i + 1])[0], atol=1e-6)
+
+
+def test_batch_variant_loss_weights_the_pooled_r_by_the_mean_g_of_t():
+    torch.manual_seed(3)
+    ys = [torch.randn(3, 2, 8, 16) for _ in range(2)]
+    hs = [0.4 * _ln(y) + torch.randn_like(y) for y in ys]
+    hs[0][1] = _ln(ys[0][1])                                      # one sample perfectly aligned in block 0
+    t = torch.tensor([0, 9, 499])
+    r = np.mean([_pooled_r(y, h).mean() for y, h in zip(ys, hs)])  # mean over blocks and channels
+    want = r * np.mean(1.0 / (t.numpy() + 1.0))
+    got = alignment_loss(ys, hs, t, margin=0.0, variant="batch")
+    assert np.isclose(got.item(), want, atol=1e-5)
+    assert np.isclose(alignment_loss(ys, hs, t, margin=0.05, variant="batch").item(), max(want - 0.05, 0), atol=1e-5)
+    assert not np.isclose(got.item(), alignment_loss(ys, hs, t, margin=0.0).item(), atol=1e-3)   # != "channel"
+    one = [y[:1] for y in ys], [h[:1] for h in hs], t[:1]
+    assert torch.isclose(alignment_loss(*one, margin=0.0, variant="batch"), alignment_loss(*one, margin=0.0), atol=1e-6)
+    # masked frames: no gradient, and a sample with no aligned frame leaves the g(t) mean
+    y = ys[0].clone().requires_grad_(True)
+    mask = torch.tensor([[True, False], [True, True], [False, False]])
+    loss = alignment_loss([y], [hs[0]], t, margin=0.0, variant="batch", mask=mask)
+    loss.backward()
+    want = _pooled_r(ys[0], hs[0], mask.tolist()).mean() * np.mean(1.0 / (t[:2].numpy() + 1.0))
+    assert np.isclose(loss.item(), want, atol=1e-5)
+    assert torch.equal(y.grad[0, 1], torch.zeros(8, 16)) and torch.equal(y.grad[2], torch.zeros(2, 8, 16))
+    assert y.grad[0, 0].abs().sum() > 0 and y.grad[1].abs().sum() > 0
+
+
+@pytest.mark.parametrize("variant", ["channel", "batch", "token"])
 def test_affine_features_give_zero_and_independent_ones_do_not(variant):
     torch.manual_seed(0)
     h = [_ln(torch.randn(2, 4, 64, 32)) for _ in range(3)]          # targets: per-token standardised, as cached

@@ -17,14 +17,16 @@ from medsora.checkpoint import latest_checkpoint
 from medsora.config import load_config
 from medsora.vae.autoencoder import VideoVAE
 
-ARGS = ["--preset", "tiny", "data.num_frames=8", "data.frame_stride=2", "train.align=false", "train.log_every=1",
+ARGS = ["--preset", "tiny", "data.num_frames=8", "data.frame_stride=2", "data.clip_offsets=2", "train.align=false",
+        "train.log_every=1",
         "model.attn_dropout=0"]   # dropout masks are drawn per process: off, so 1 and 2 processes can agree
 
 
 @pytest.fixture(scope="module")
 def cache(synth_mp4, tmp_path_factory):
     out = tmp_path_factory.mktemp("dist_cache")
-    cfg = load_config("tiny", overrides=[f"data.root={synth_mp4}", "data.num_frames=8", "data.frame_stride=2"])
+    cfg = load_config("tiny", overrides=[f"data.root={synth_mp4}", "data.num_frames=8", "data.frame_stride=2",
+                                         "data.clip_offsets=2"])
     build_cache(cfg, VideoVAE.tiny(seed=0).eval(), out, progress=False)
     return out
 
@@ -120,7 +122,7 @@ def test_two_processes_cache_what_one_does(synth_mp4, tmp_path):
     writes the manifest; the cache equals a one-process cache, tensor for tensor."""
     VideoVAE.tiny(seed=0).save_pretrained(tmp_path / "vae")
     opts = ["--preset", "tiny", f"data.root={synth_mp4}", "data.num_frames=8", "data.frame_stride=2",
-            f"vae.path={tmp_path / 'vae'}", "--shard-size", "3"]
+            "data.clip_offsets=2", f"vae.path={tmp_path / 'vae'}", "--shard-size", "3"]
     for name, nproc in (("one", 1), ("two", 2)):
         res = cli("cache", "--out", str(tmp_path / name), *opts, nproc=nproc)
         assert res.returncode == 0, res.stderr[-2000:]

@@ -13,6 +13,8 @@ from safetensors.torch import save_file
 from timm.layers import resample_abs_pos_embed
 from torchvision.utils import flow_to_image
 
+from medsora.cache import CacheError, flow_targets_from_config
+from medsora.config import ConfigError, load_config
 from medsora.flow.dino import dino_features, load_dino
 from medsora.flow.flow import FarnebackFlow, RAFTFlow, build_flow
 from medsora.flow.flow_image import flow_to_rgb
@@ -294,3 +296,85 @@ def test_dino_weights_of_another_network_are_refused_by_name(tmp_path):
     save_file(other.state_dict(), str(tmp_path / "not_dino.safetensors"))
     with pytest.raises(ValueError, match=r"not_dino\.safetensors does not hold vit_small_patch8_224\.dino"):
         load_dino(tmp_path / "not_dino.safetensors", img_size=64)
+
+
+# ----------------------------------------------------------------------------------------------
+# the flow section of the config reaches the estimator and Sampling()
+
+@pytest.fixture
+def small_dino(monkeypatch):
+    """flow_targets_from_config loads this small random ViT (timm's ViT-S/8 class) instead of a weights file."""
+    torch.manual_seed(0)
+    dino = load_dino(None, img_size=64, **TINY_VIT)
+    monkeypatch.setattr("medsora.flow.dino.load_dino", lambda weights, img_size: dino)
+    return dino
+
+
+def _targets_cfg(*overrides):
+    return load_config("tiny", overrides=["flow.dino_weights=unused.pth", *overrides])
+
+
+def test_raft_iters_reach_the_estimator_and_the_cache_description(tmp_path, monkeypatch, small_dino):
+    import medsora.flow.flow as flow_module
+
+    torch.manual_seed(0)
+    torch.save(RAFTFlow("raft_large", weights=None).model.state_dict(), tmp_path / "raft.pth")
+    built, real = [], flow_module.build_flow
+    monkeypatch.setattr(flow_module, "build_flow", lambda *a, **k: built.append(real(*a, **k)) or built[-1])
+    raft = f"flow.raft_weights={tmp_path / 'raft.pth'}"
+    default = flow_targets_from_config(_targets_cfg(raft))
+    assert built[-1].num_flow_updates == 20 and "iters:20" in default.description     # the authors' iters=20
+    three = flow_targets_from_config(_targets_cfg(raft, "flow.raft_iters=3"))
+    est, calls = built[-1], []
+    est.model.register_forward_hook(lambda m, args, kwargs, out: calls.append((kwargs, len(out))), with_kwargs=True)
+    frames, _ = _pair(SHIFT)
+    est(frames)
+    assert calls == [({"num_flow_updates": 3}, 3)]                  # torchvision's RAFT ran 3 refinements
+    assert three.description != default.description and "iters:3" in three.description
+    # Farnebäck has no iterations to record: its description ignores flow.raft_iters
+    farneback = [flow_targets_from_config(_targets_cfg("flow.method=farneback", f"flow.raft_iters={n}")).description
+                 for n in (3, 20)]
+    assert farneback[0] == farneback[1] and "iters" not in farneback[0]
+    for bad in (0, -2):
+        with pytest.raises(ConfigError, match=r"flow\.raft_iters"):
+            _targets_cfg(f"flow.raft_iters={bad}")
+    with pytest.raises(ValueError, match="num_flow_updates"):
+        RAFTFlow("raft_small", weights=None, num_flow_updates=0)
+
+
+def test_a_cache_of_other_raft_iters_is_refused(tmp_path, monkeypatch, small_dino):
+    from medsora.cache import FlowTargets, build_cache
+    from medsora.data.synth import write_dataset
+    from medsora.vae.autoencoder import VideoVAE
+
+    write_dataset(tmp_path / "v", videos=1, seed=0, frames=6, size=64, fmt="mp4")           # one short clip
+    monkeypatch.setattr("medsora.flow.flow.build_flow", lambda *a, **k: FarnebackFlow())   # no RAFT weights needed
+    cfg = [f"data.root={tmp_path / 'v'}", "data.num_frames=4", "data.frame_stride=1", "data.num_images=0"]
+    twenty, three = (flow_targets_from_config(_targets_cfg(*cfg, f"flow.raft_iters={n}")) for n in (20, 3))
+    zeros = lambda clip: ({0: torch.zeros(1, 16, 64)},) * 2                                 # noqa: E731 (fast)
+    vae = VideoVAE.tiny(seed=0).eval()
+    build_cache(_targets_cfg(*cfg), vae, tmp_path / "c", flow=FlowTargets(zeros, (0,), twenty.description),
+                progress=False)
+    with pytest.raises(CacheError, match="iters:3"):
+        build_cache(_targets_cfg(*cfg, "flow.raft_iters=3"), vae, tmp_path / "c", flow=three, progress=False)
+
+
+def test_flow_resize_reaches_sampling(small_dino):
+    frames, _ = _pair(ROTATION, size=64, pad=8)
+    clip = torch.cat([frames] * 8 + [frames[:1]])                     # 17 frames, rotating back and forth
+    tokens, grid = (flow_targets_from_config(_targets_cfg("flow.method=farneback", f"flow.resize={r}"))
+                    for r in ("tokens", "grid"))
+    (a, _), (b, b_flip) = tokens.fn(clip), grid.fn(clip)
+    assert a[0].shape == b[0].shape == (4, 16, 64)                    # tiny preset: 4 latent frames, 4x4 tokens, d 64
+    flow = FarnebackFlow()(clip)                                       # by hand: the same flow and DINO features
+    feats = dino_features(small_dino, flow_to_rgb(flow), (0, 1))
+    flip_feats = dino_features(small_dino, flow_to_rgb(flip_flow(flow)), (0, 1))
+    raster, on_grid = Sampling(16, 4, (16, 64)), Sampling(16, 4, (16, 64), grid=True)
+    for i in (0, 1):
+        assert torch.allclose(a[i], raster(feats[i]), atol=1e-5)
+        assert torch.allclose(b[i], on_grid(feats[i]), atol=1e-5)
+        assert torch.allclose(b_flip[i], on_grid(flip_feats[i]), atol=1e-5)
+        assert not torch.allclose(a[i], b[i], atol=1e-3)
+    assert tokens.description != grid.description and "resize:grid" in grid.description
+    with pytest.raises(ConfigError, match=r"flow\.resize"):
+        _targets_cfg("flow.resize=bicubic")

@@ -19,7 +19,7 @@ from medsora.vae.autoencoder import VideoVAE
 
 def tiny_cfg(root, *extra):
     return load_config("tiny", overrides=[f"data.root={root}", "data.num_frames=8", "data.frame_stride=2",
-                                          "train.align=false", "train.log_every=1", *extra])
+                                          "data.clip_offsets=2", "train.align=false", "train.log_every=1", *extra])
 
 
 @pytest.fixture(scope="module")
@@ -37,24 +37,29 @@ def cache(synth_mp4, vae, tmp_path_factory):
 def test_cache_layout(cache, synth_mp4):
     ds = LatentDataset(cache)
     assert len(ds) == 8                                          # 4 videos x 2 clips of 17 frames
-    a, b = ds.get(0, 0), ds.get(0, 1)
+    a, b, c = ds.get(0, 0), ds.get(0, 1), ds.get(0, 0, offset=1)
     assert a["video"].shape == (2, 4, 8, 8) and a["images"].shape == (1, 4, 8, 8)
     assert not torch.equal(a["video"], b["video"])               # both flips stored
+    assert not torch.equal(a["video"], c["video"])               # and both start offsets
     held = ds.subset([6, 7], hflip=False)                         # the held-out split: the last clips, unflipped
     assert len(held) == 2 and ds.hflip and not held.hflip
-    assert torch.equal(held[1]["video"], ds.get(7, 0)["video"]) and held[1]["clip"] == ds.get(7, 0)["clip"]
+    assert held.get(1, 0)["clip"] == ds.get(7, 0)["clip"] and torch.equal(held.get(1, 0)["video"], ds.get(7, 0)["video"])
     manifest = json.loads((cache / "manifest.json").read_text())
     assert manifest["geometry"]["num_frames"] == 8 and len(manifest["shards"]) == 3
+    assert manifest["clip_sources"] == [0, 0, 1, 1, 2, 2, 3, 3] and manifest["latent_norm"]["kind"] == "measured"
 
 
 def test_cache_equals_pixels_through_vae(cache, synth_mp4, vae):
     """Training from the cache sees exactly what encoding the pixels would give: same loss at step 0."""
     cfg = tiny_cfg(synth_mp4)
-    clip = ClipDataset(synth_mp4, cfg.data, seed=cfg.train.seed).load_clip(3, flip=True)
+    pixels = ClipDataset(synth_mp4, cfg.data, seed=cfg.train.seed)
+    clip = pixels.load_clip(3, flip=True, offset=1, offsets=2)
+    images = pixels.load_clip(5, flip=True, offset=0, own_images=True)["images"]   # clip 5's own chunk
+    ds = LatentDataset(cache)
     with torch.no_grad():
-        z_pix = vae.encode(clip["video"][None, :-1])[0]
-        z_img = vae.encode(clip["images"][None])[0]
-    cached = LatentDataset(cache).get(3, 1)
+        z_pix = ds.norm.normalize(vae.encode(clip["video"][None, :-1])[0])
+        z_img = ds.norm.normalize(vae.encode(images[None])[0])
+    cached = ds.get(3, 1, offset=1, images_from=5)
     torch.testing.assert_close(cached["video"], z_pix, atol=1e-4, rtol=1e-4)  # batch of 2 vs 1 in the VAE
     torch.testing.assert_close(cached["images"], z_img, atol=1e-4, rtol=1e-4)  # batch of 2 vs 1 in the VAE
     model = build_model(cfg.model)
@@ -270,7 +275,9 @@ def test_sample_resumes_after_a_kill(cache, synth_mp4, vae, tmp_path, monkeypatc
         sample(tmp_path / "run", vae, tmp_path / "out2", **opts)
     calls.clear()
     armed[0] = False
-    sample(tmp_path / "run", vae, tmp_path / "out2", seed=1, **opts)
+    with pytest.raises(ValueError, match="--overwrite"):            # never mixed with the first run's videos
+        sample(tmp_path / "run", vae, tmp_path / "out2", seed=1, **opts)
+    sample(tmp_path / "run", vae, tmp_path / "out2", seed=1, overwrite=True, **opts)
     assert calls == [0, 2, 4]
 
 
@@ -285,7 +292,7 @@ def test_reconstruct_decodes_the_runs_cache(cache, synth_mp4, vae, tmp_path):
     ds = LatentDataset(cache)                                     # 8 clips: 0, 4 (3.5 rounded to even), 7
     for k, clip in ((1, 4), (2, 7)):
         with torch.no_grad():
-            expected = to_uint8(vae.decode(ds.get(clip, 0)["video"][None])[0].float())
+            expected = to_uint8(vae.decode(ds.get(clip, 0, raw=True)["video"][None])[0].float())
         got = read_frames(tmp_path / "rec" / f"recon_{k:03d}", range(len(expected))).astype(int)
         assert got.shape == expected.shape and np.abs(got - expected).max() <= 1   # decoded in a batch of 2 vs 1
     assert len(reconstruct(tmp_path / "run", vae, tmp_path / "all", num=50, progress=False)) == 8
@@ -407,3 +414,85 @@ def test_grad_accumulation_equals_one_big_batch(cache, synth_mp4, tmp_path, same
         same_training(tmp_path / "one", tmp_path / "half", lr)
     with pytest.raises(TrainError, match="grad_accum"):
         train(tiny_cfg(synth_mp4, "train.batch_size=3", "train.grad_accum=2"), cache, tmp_path / "x", progress=False)
+
+
+# ---------------------------------------------------------------------------------------------- fresh data every epoch
+
+
+def test_each_epoch_draws_a_new_start_new_images_and_a_new_latent(cache):
+    """Issue 15: a clip is not frozen at cache time. Across epochs the same index comes at other start offsets,
+    with the image chunk of other clips, never one of its own video, and with a fresh posterior draw."""
+    ds = LatentDataset(cache)
+    seen = {}
+    for epoch in range(8):
+        ds.set_epoch(epoch)
+        for index in range(len(ds)):
+            item = ds[index]
+            assert ds.source_of[item["images_from"]] != ds.source_of[item["clip"]], (epoch, index)
+            seen.setdefault(index, []).append((item["offset"], item["images_from"], item["video"]))
+    for index, draws in seen.items():
+        assert len({o for o, _, _ in draws}) == 2, index                       # both cached starts are used
+        assert len({d for _, d, _ in draws}) >= 3, index                       # images of several other clips
+    a, b = seen[0][0][2], next(v for o, _, v in seen[0][1:] if o == seen[0][0][0])
+    assert not torch.equal(a, b)                                               # same start, another posterior draw
+    ds.set_epoch(3)
+    again = LatentDataset(cache)
+    again.set_epoch(3)
+    assert all(torch.equal(ds[i]["video"], again[i]["video"]) and torch.equal(ds[i]["images"], again[i]["images"])
+               for i in range(len(ds)))                                       # (seed, epoch, index) decide it all
+    mode = LatentDataset(cache, posterior="mode")
+    item = mode[0]
+    assert torch.equal(item["video"], mode.get(0, int(item["flip"]), item["offset"])["video"])
+
+
+def test_pixel_clips_start_anywhere_in_their_window(synth_mp4):
+    cfg = tiny_cfg(synth_mp4).data
+    ds = ClipDataset(synth_mp4, cfg, seed=0, progress=False)
+    starts = set()
+    for epoch in range(6):
+        ds.set_epoch(epoch)
+        item = ds[1]
+        assert item["source"] == ds.clips[1][0]
+        starts.add(item["start"])
+    assert len(starts) >= 3 and all(ds.clips[1][1] <= s for s in starts)
+    # the cache's evenly spaced starts stay distinct in a source's last window too (40 frames: room 17, then 7)
+    span = 8 * 2 + 1
+    for index in (0, 1):
+        got = [ds.offset_start(index, o, 4) for o in range(4)]
+        assert len(set(got)) == 4 and got[-1] + span <= 40, got
+
+
+def test_normalised_latents_are_standard_and_round_trip(cache, vae):
+    """The tiny VAE has no published factor: its cached latents are normalised per channel to mean 0, std 1;
+    normalise -> denormalise gives the VAE's latents back (to float32 rounding), and decoding stays in [-1, 1]."""
+    ds = LatentDataset(cache)
+    g = torch.Generator().manual_seed(0)
+    z = torch.stack([ds.get(i, f, o, generator=g)["video"] for i in range(len(ds)) for f in (0, 1) for o in (0, 1)])
+    dims = (0, 1, 3, 4)
+    assert (z.mean(dims).abs() < 0.1).all(), z.mean(dims)
+    assert ((z.std(dims) - 1).abs() < 0.1).all(), z.std(dims)
+    raw = ds.get(2, 1, raw=True)["video"]
+    torch.testing.assert_close(ds.norm.denormalize(ds.norm.normalize(raw)), raw, rtol=2e-7, atol=2e-7)
+    assert not torch.allclose(ds.norm.normalize(raw), raw, atol=0.1)        # the normalisation is not the identity
+    with torch.no_grad():
+        pixels = vae.decode(ds.norm.denormalize(z[:2]))
+    assert pixels.min() >= -1 and pixels.max() <= 1
+
+
+def test_published_factor_keeps_the_identity_and_old_caches_are_refused(cache, tmp_path):
+    import shutil
+
+    from medsora.latent_norm import wants_measured
+
+    assert not wants_measured("auto", 1.15258426) and not wants_measured("auto", 0.7)   # CogVideoX 2b / 5b
+    assert wants_measured("auto", 1.0) and wants_measured("auto", 0.83) and wants_measured("measured", 1.15258426)
+    assert not wants_measured("published", 1.0)
+    old = tmp_path / "old"
+    shutil.copytree(cache, old)
+    manifest = json.loads((old / "manifest.json").read_text())
+    (old / "manifest.json").write_text(json.dumps({**manifest, "version": 1}))
+    with pytest.raises(CacheError, match="format 1.*build a new cache"):
+        LatentDataset(old)
+    (old / "manifest.json").write_text(json.dumps({k: v for k, v in manifest.items() if k != "latent_norm"}))
+    with pytest.raises(CacheError, match="incomplete"):
+        LatentDataset(old)

@@ -3,10 +3,13 @@
     ds = ClipDataset(root, cfg.data, seed=0)
     item = ds[i]   # {"video": (F+1, 3, S, S) float in [-1, 1], "images": (N, 3, S, S), "flip": bool, ...}
 
-Clips are the non-overlapping windows of each usable source (fixed, so a latent cache can store each
-one); joint-training images are single frames drawn from *other* sources. Randomness (flip, images)
-comes from a generator seeded by (seed, epoch, index): the same seed gives the same data, and
-`set_epoch` changes it between epochs. A file that fails to decode is logged once and another clip is
+Clip `index` is a window of each usable source (the non-overlapping windows, so that their number is
+fixed); each fetch takes its F+1 frames from a start drawn afresh inside the window (the authors' random
+temporal crop), and joint-training images are single frames drawn from *other* sources. A latent cache
+instead encodes `offsets` evenly spaced starts per window (`load_clip(i, offset=o, offsets=K)`) and one
+chunk of images of the clip's *own* source, which training appends to clips of other sources. Randomness
+(start, flip, images) comes from a generator seeded by (seed, epoch, index): the same seed gives the same
+data, and `set_epoch` changes it between epochs. A file that fails to decode is logged once and another clip is
 taken; one bad file never stops an epoch.
 """
 from __future__ import annotations
@@ -21,7 +24,7 @@ import torch.nn.functional as F
 
 from ..config import DataConfig
 from ..errors import MedsoraError
-from .index import Entry, build_index, clip_starts
+from .index import Entry, build_index, clip_span, clip_starts
 from .video import VideoError, read_frames
 
 log = logging.getLogger(__name__)
@@ -78,14 +81,31 @@ class ClipDataset(torch.utils.data.Dataset):
     def frame_indices(self, start: int) -> list[int]:
         return [start + k * self.cfg.frame_stride for k in range(self.cfg.num_frames + 1)]
 
-    def load_clip(self, index: int, flip: bool | None = None) -> dict:
-        """Clip `index` without the fallback; raises VideoError on a bad file."""
+    def room(self, index: int) -> int:
+        """How many start frames clip `index` can take: its window's length, less at the end of its source."""
         src, start = self.clips[index]
+        span = clip_span(self.cfg.num_frames, self.cfg.frame_stride)
+        return min(span, self.sources[src].num_frames - span - start + 1)
+
+    def offset_start(self, index: int, offset: int, offsets: int) -> int:
+        """Start frame of offset `offset` of `offsets`, evenly spaced over the clip's room (distinct where it allows)."""
+        return self.clips[index][1] + offset * self.room(index) // offsets
+
+    def load_clip(self, index: int, flip: bool | None = None, offset: int | None = None, offsets: int = 1,
+                  own_images: bool = False) -> dict:
+        """Clip `index` without the fallback; raises VideoError on a bad file. `offset` of `offsets` picks one of
+        the evenly spaced starts in the window (None: a start drawn at random, as training from pixels does);
+        `own_images` takes the joint images from the clip's own source (what the cache stores)."""
+        src = self.clips[index][0]
         rng = self.rng(index)
         if flip is None:
             flip = bool(self.cfg.hflip and rng.random() < 0.5)
+        if offset is None:
+            start = self.clips[index][1] + int(rng.integers(0, self.room(index)))
+        else:
+            start = self.offset_start(index, offset, offsets)
         video = self._read(src, self.frame_indices(start))
-        images = self._images(src, rng)
+        images = self._images(src, rng, own=own_images)
         if flip:
             video, images = video.flip(-1), images.flip(-1)
         return {"video": video, "images": images, "flip": flip, "source": src, "start": start, "index": index}
@@ -94,10 +114,14 @@ class ClipDataset(torch.utils.data.Dataset):
         """(n, 3, size, size) in [-1, 1]; frames are downscaled while decoding."""
         return to_tensor(read_frames(self.root / self.sources[src].path, frames, self.cfg.size), self.cfg.size)
 
-    def _images(self, src: int, rng: np.random.Generator) -> torch.Tensor:
+    def _images(self, src: int, rng: np.random.Generator, own: bool = False) -> torch.Tensor:
         n = self.cfg.num_images
         if n == 0:
             return torch.empty(0, 3, self.cfg.size, self.cfg.size)
+        if own:   # one chunk of the source's own frames (the cache's image chunk of this clip)
+            count = self.sources[src].num_frames
+            frames = rng.choice(count, size=n, replace=n > count)
+            return self._read(src, sorted(int(f) for f in frames))
         out = []
         while len(out) < n:
             others = [i for i in range(len(self.sources)) if i != src and i not in self._bad] or [src]

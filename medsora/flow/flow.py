@@ -51,6 +51,8 @@ class RAFTFlow(nn.Module):
     download when online), or None for random initialisation (tests only: the flow is meaningless).
     The input goes through the weights' own transforms (`Raft_*_Weights.DEFAULT.transforms()`), which take
     [0, 1] floats: the clip's [-1, 1] is mapped to [0, 1] first (the authors fed [-1, 1] to a 0-255 model).
+    num_flow_updates: RAFT's refinement iterations; the flow is the last one's. torchvision's default is 12, the
+    authors' train.py runs 20 (`iters=20`), which is what `flow.raft_iters` defaults to.
     """
 
     def __init__(self, name: str = "raft_large", weights: str | Path | None = "hub", num_flow_updates: int = 12,
@@ -58,6 +60,8 @@ class RAFTFlow(nn.Module):
         super().__init__()
         if name not in _RAFT:
             raise ValueError(f"RAFT model must be one of {tuple(_RAFT)}, got {name!r}")
+        if num_flow_updates < 1:
+            raise ValueError(f"RAFT needs num_flow_updates >= 1, got {num_flow_updates}")
         builder, default = _RAFT[name]
         self.name, self.num_flow_updates, self.batch_size = name, num_flow_updates, batch_size
         self.transforms = default.transforms()

@@ -30,9 +30,13 @@ class Sampling(nn.Module):
     1. a fixed 1x1 convolution over the frame axis (F -> f input/output channels), block-diagonal: latent frame j
        is the mean of the F/f flow frames it encodes (the authors' uniform 1/F weights would make all f targets
        equal, SPEC.md "Sampling()");
-    2. bilinear resize of (tokens, width) -> (l, d), e.g. (256, 384) -> (64, 512) as in the paper.
-       grid=True resizes the token *grid* instead ((16, 16) -> (8, 8), channels linearly), so that target token k
-       sits where latent token k is; the paper resizes the raster-ordered token axis (grid=False, the default).
+    2. bilinear resize of (tokens, width) -> (l, d), e.g. (256, 384) -> (64, 512) as in the paper (Table 1,
+       "bilinear interpolation size (64, 512)") and the authors' code (one bilinear, align_corners=False resize
+       of the raster-ordered token axis and the channel axis): grid=False, config `flow.resize=tokens`, the default.
+       grid=True (`flow.resize=grid`) resizes the token *grid* instead ((16, 16) -> (8, 8), channels linearly),
+       so that target token k sits where latent token k is. With the raster resize latent token (r, c) of an 8x8
+       grid reads DINO token 4k + 1.5, i.e. row 2r + c // 4, column 4 (c mod 4) + 1.5 of the 16x16 grid: the left
+       half of a latent row reads one whole DINO row, its right half the next one.
     No trainable parameter: the weight is a non-persistent buffer, so checkpoints are unchanged.
     """
 

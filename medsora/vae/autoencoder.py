@@ -260,6 +260,18 @@ class VideoVAE(nn.Module):
         self._check_tiling(z.shape[-2:], (x.shape[-2] // f, x.shape[-1] // f))
         return rearrange(z, "b c f h w -> b f c h w") * self.scaling_factor
 
+    def encode_posterior(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, T, 3, H, W) in [-1, 1] -> the posterior's (mean, std), each (B, f, C, H/8, W/8) and multiplied by
+        `scaling_factor`: a latent drawn as mean + std * randn is what `encode(x, sample=True)` returns."""
+        f = self.spatial_factor
+        if x.ndim != 5 or x.shape[-1] % f or x.shape[-2] % f:
+            raise ValueError(f"expected clips (B, T, 3, H, W) with H and W multiples of {f}, got {tuple(x.shape)}")
+        x = rearrange(x.to(device=self.device, dtype=self.dtype), "b t c h w -> b c t h w")
+        posterior = self.vae.encode(x).latent_dist
+        self._check_tiling(posterior.mean.shape[-2:], (x.shape[-2] // f, x.shape[-1] // f))
+        s = self.scaling_factor
+        return (rearrange(posterior.mean, "b c f h w -> b f c h w") * s, rearrange(posterior.std, "b c f h w -> b f c h w") * s)
+
     def decode(self, z: torch.Tensor, clamp: bool = True) -> torch.Tensor:
         """Latents (B, f, C, h, w) (scaled) -> pixels (B, T, 3, 8h, 8w), clamped to [-1, 1] unless `clamp=False`."""
         z = rearrange(z.to(device=self.device, dtype=self.dtype), "b f c h w -> b c f h w") / self.scaling_factor

@@ -1,0 +1,95 @@
+"""Nothing lost: a run folder has one writer, `--resume auto` never replaces checkpoints it could not verify,
+and `sample` never mixes its videos with another run's. Each test fails on the code before these guards."""
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from medsora.cache import build_cache
+from medsora.checkpoint import list_checkpoints
+from medsora.config import load_config
+from medsora.runlock import LockedError, folder_lock
+from medsora.sample import sample
+from medsora.train import TrainError, train
+from medsora.vae.autoencoder import VideoVAE
+
+
+def cfg_of(root, *extra):
+    return load_config("tiny", overrides=[f"data.root={root}", "data.num_frames=8", "data.frame_stride=2",
+                                          "data.clip_offsets=1", "train.align=false", "train.batch_size=4",
+                                          "train.ckpt_every=1", "train.max_steps=2", *extra])
+
+
+@pytest.fixture(scope="module")
+def vae():
+    return VideoVAE.tiny(seed=0).eval()
+
+
+@pytest.fixture(scope="module")
+def run(synth_mp4, vae, tmp_path_factory):
+    """A cache and a 2-step run with two checkpoints."""
+    root = tmp_path_factory.mktemp("noloss")
+    build_cache(cfg_of(synth_mp4), vae, root / "cache", progress=False)
+    train(cfg_of(synth_mp4), root / "cache", root / "run", progress=False)
+    return root
+
+
+def files_of(folder):
+    return {p: p.read_bytes() for p in folder.rglob("*") if p.is_file() and p.name != ".lock"}
+
+
+def test_a_second_train_into_a_busy_run_folder_is_refused(run, synth_mp4, tmp_path):
+    before = files_of(run / "run")
+    with folder_lock(run / "run", "train"):                      # as a `medsora train` still running there
+        with pytest.raises(LockedError, match=r"in use by `medsora train` \(pid \d+"):
+            train(cfg_of(synth_mp4, "train.max_steps=4"), run / "cache", run / "run", resume="auto", progress=False)
+    assert files_of(run / "run") == before
+    with folder_lock(run / "run", "train"):                      # released when the holder ends
+        pass
+
+
+def test_resume_auto_never_replaces_checkpoints_it_cannot_verify(run, synth_mp4, tmp_path):
+    import shutil
+
+    shutil.copytree(run / "run", tmp_path / "run")
+    for ckpt in list_checkpoints(tmp_path / "run"):
+        (ckpt / "rng.safetensors").unlink()                      # model and EMA intact
+    before = files_of(tmp_path / "run")
+    with pytest.raises(TrainError, match=r"none of the 2 checkpoints.*rng\.safetensors.*--resume restart"):
+        train(cfg_of(synth_mp4, "train.max_steps=4"), run / "cache", tmp_path / "run", resume="auto", progress=False)
+    assert files_of(tmp_path / "run") == before
+    # --restart starts over and keeps the old checkpoints and log, moved aside
+    out = train(cfg_of(synth_mp4), run / "cache", tmp_path / "run", resume="restart", progress=False)
+    assert out["steps"] == 2
+    kept = [p for p in (tmp_path / "run").iterdir() if p.name.startswith("previous-")]
+    assert len(kept) == 1 and len(list_checkpoints(kept[0])) == 2 and (kept[0] / "metrics.jsonl").exists()
+    assert sum(1 for _ in (tmp_path / "run" / "metrics.jsonl").open()) == len(
+        (kept[0] / "metrics.jsonl").read_text().splitlines())     # a fresh log, not appended to the old one
+
+
+def test_sample_into_another_runs_samples_is_refused(run, vae, tmp_path):
+    out = tmp_path / "samples"
+    sample(run / "run", vae, out, num=2, batch_size=1, steps=3, progress=False)
+    before = files_of(out)
+    with pytest.raises(ValueError, match="--overwrite"):
+        sample(run / "run", vae, out, num=3, batch_size=1, steps=3, seed=7, progress=False)
+    assert files_of(out) == before
+    sample(run / "run", vae, out, num=1, batch_size=1, steps=3, seed=7, overwrite=True, progress=False)
+    assert sorted(p.name for p in out.glob("sample_*.mp4")) == ["sample_000.mp4"]   # no leftovers of the old set
+    meta = json.loads((out / "samples.json").read_text())
+    assert meta["seed"] == 7 and meta["num"] == 1
+    latents = load_file(str(out / "latents.safetensors"))["latents"]
+    assert latents.shape[0] == 1 and torch.isfinite(latents).all()
+
+
+def test_ctrl_c_is_one_line_and_exit_130(monkeypatch, capsys):
+    from medsora import cli
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "cmd_train", interrupted)
+    assert cli.main(["train", "--cache", "c", "--run-dir", "r"]) == 130
+    err = capsys.readouterr().err
+    assert err.startswith("interrupted; rerun the same command") and "Traceback" not in err
