@@ -19,6 +19,7 @@ or clip geometry is refused, never overwritten.
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import logging
 import os
@@ -64,6 +65,89 @@ def _check_same(manifest: dict, key: str, ours, cache_dir: Path, fix: str) -> No
     if manifest.get(key) != ours:
         raise CacheError(f"the cache {cache_dir} was built with {key}={manifest.get(key)!r}, this run has "
                          f"{key}={ours!r}; {fix}. Nothing was written.")
+
+
+def _fresh_start(cache_dir: Path) -> str:
+    return (f"build the cache anew into another folder (`medsora cache --out NEW_FOLDER ...`), or delete {cache_dir} "
+            "and re-run the same `medsora cache` command")
+
+
+def _bad_manifest(path: Path, why: str) -> CacheError:
+    return CacheError(f"{path} is not a valid cache manifest ({why}); {_fresh_start(path.parent)}")
+
+
+def _read_manifest(path: Path) -> dict:
+    """manifest.json, checked: UTF-8 JSON, the format version, and the fields readers rely on; CacheError naming
+    the file and the fix otherwise."""
+    try:
+        manifest = json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise _bad_manifest(path, f"not UTF-8 text: {e.reason} at byte {e.start}") from None
+    except ValueError as e:
+        raise _bad_manifest(path, f"not JSON: {e}") from None
+    except OSError as e:
+        raise CacheError(f"{path} cannot be read ({e.strerror or e}); check its permissions") from None
+    if not isinstance(manifest, dict):
+        raise _bad_manifest(path, f"a JSON {type(manifest).__name__}, not an object")
+    _check_version(manifest, path.parent)
+    is_int = lambda v: isinstance(v, int) and not isinstance(v, bool)  # noqa: E731
+    expect = {"geometry": (dict, "an object"), "shard_size": (is_int, "a whole number"),
+              "shards": (dict, "an object of shard file -> clip numbers"), "stats": (dict, "an object"),
+              "failed": (list, "a list"), "clip_sources": (list, "a list"), "flow_layers": (list, "a list")}
+    for key, (kind, words) in expect.items():
+        if key not in manifest:
+            raise _bad_manifest(path, f"{key!r} missing")
+        ok = isinstance(manifest[key], kind) if isinstance(kind, type) else kind(manifest[key])
+        if not ok:
+            raise _bad_manifest(path, f"{key!r} is {json.dumps(manifest[key])[:60]}, it must be {words}")
+    for name, ids in manifest["shards"].items():
+        if not (isinstance(ids, list) and all(is_int(i) for i in ids)) or Path(name).name != name:
+            raise _bad_manifest(path, f"the shard entry {name!r}: {json.dumps(ids)[:60]} is not a list of clip numbers")
+    if not is_int(manifest["geometry"].get("offsets")) or manifest["geometry"]["offsets"] < 1:
+        raise _bad_manifest(path, "'geometry.offsets' must be a whole number >= 1")
+    if not isinstance(manifest.get("files", {}), dict):
+        raise _bad_manifest(path, "'files' must be an object of shard file -> size and sha256")
+    return manifest
+
+
+def _file_record(path: Path) -> dict:
+    """Size and sha256 of a shard file, as the manifest records them."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return {"size": path.stat().st_size, "sha256": h.hexdigest()}
+
+
+def _shard_damage(cache_dir: Path, manifest: dict, name: str, deep: bool) -> str | None:
+    """Why the recorded shard `name` cannot be used (missing, truncated, corrupt, other clips), or None.
+    Cheap checks (size, safetensors header, keys) always; the sha256 the manifest records when `deep`."""
+    path = cache_dir / name
+    if not path.is_file():
+        return "the file is missing"
+    record = manifest.get("files", {}).get(name)
+    size = path.stat().st_size
+    if isinstance(record, dict) and record.get("size") != size:
+        return f"{size} bytes, {record.get('size')} were written"
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            keys, meta = set(f.keys()), f.metadata() or {}
+        clips = json.loads(meta.get("clips", "null"))
+    except Exception as e:  # noqa: BLE001 - safetensors raises several types for a broken file
+        return f"not a readable safetensors file: {e}"
+    if clips != manifest["shards"][name]:
+        return f"it holds clips {clips}, the manifest records {manifest['shards'][name]}"
+    offsets = manifest["geometry"]["offsets"]
+    wanted = [f"{i}.{o}.{f}.video.{part}" for i in clips for o in range(offsets) for f in (0, 1)
+              for part in ("mean", "std")]
+    wanted += [f"{i}.{o}.{f}.flow.{layer}" for i in clips for o in range(offsets) for f in (0, 1)
+               for layer in manifest.get("flow_layers", [])]
+    lacking = [k for k in wanted if k not in keys]
+    if lacking:
+        return f"{len(lacking)} tensors missing (e.g. {lacking[0]})"
+    if deep and isinstance(record, dict) and record.get("sha256") and _file_record(path)["sha256"] != record["sha256"]:
+        return "its sha256 differs from the one recorded when it was written"
+    return None
 
 
 @dataclass
@@ -135,8 +219,7 @@ def build_cache(cfg: Config, vae, cache_dir: str | Path, flow: FlowTargets | Non
              "flow": flow.description if flow else None, "flow_layers": list(flow.layers) if flow else [],
              "clip_sources": [src for src, _ in ds.clips], "shards": {}, "stats": {}, "failed": []}
     if manifest_path.exists():
-        manifest = json.loads(manifest_path.read_text())
-        _check_version(manifest, cache_dir)
+        manifest = _read_manifest(manifest_path)
         _check_same(manifest, "vae", fresh["vae"], cache_dir, "use another cache folder for this VAE")
         _check_same(manifest, "geometry", fresh["geometry"], cache_dir,
                     "use another cache folder or the data settings it was built with")
@@ -155,10 +238,13 @@ def build_cache(cfg: Config, vae, cache_dir: str | Path, flow: FlowTargets | Non
         manifest["vae_source"] = source
     shards = [list(range(s, min(s + shard_size, len(ds)))) for s in range(0, len(ds), shard_size)]
     if rank == 0:   # the manifest exists before any shard, so every shard file belongs to it
+        _drop_damaged(cache_dir, manifest, shards)
         _adopt_shards(cache_dir, manifest, len(shards))
         _write_json(manifest_path, manifest)
     if world > 1:
         dist.barrier()
+        if rank != 0:   # what process 0 adopted, and the damaged shards it dropped
+            manifest = _read_manifest(manifest_path)
     todo = [k for k in range(len(shards)) if _shard_name(k) not in manifest["shards"]][rank::world]
     if world > 1:
         log.info("process %d of %d encodes shards %s", rank, world, todo)
@@ -190,12 +276,14 @@ def build_cache(cfg: Config, vae, cache_dir: str | Path, flow: FlowTargets | Non
         dist.barrier()
     if rank == 0:   # every shard recorded: the normalisation measured over all of them
         _adopt_shards(cache_dir, manifest, len(shards))
+        for key in ("shards", "stats", "files"):   # in shard order, however they were (re-)encoded
+            manifest[key] = dict(sorted(manifest.get(key, {}).items()))
         if any(manifest["shards"].values()):
             manifest["latent_norm"] = _latent_norm(manifest, vae, cfg.vae.latent_norm).to_dict()
         _write_json(manifest_path, manifest)
     if world > 1:
         dist.barrier()
-        manifest = json.loads(manifest_path.read_text())
+        manifest = _read_manifest(manifest_path)
         if started_pg:
             dist.destroy_process_group()
     if not any(manifest["shards"].values()):
@@ -208,16 +296,50 @@ def _shard_name(k: int) -> str:
 
 
 def _adopt_shards(cache_dir: Path, manifest: dict, n_shards: int) -> None:
-    """Record in `manifest` the shard files on disk it does not list yet (clips and failures from their metadata).
-    A shard file is complete by construction (written to a temporary name, then renamed)."""
+    """Record in `manifest` the shard files on disk it does not list yet (clips and failures from their metadata,
+    size and sha256 of the file, so that a later run detects damage). A shard file is complete by construction
+    (written to a temporary name, then renamed); one that cannot be read all the same is removed, to be encoded
+    again."""
+    files = manifest.setdefault("files", {})
     for k in range(n_shards):
         name = _shard_name(k)
-        if name not in manifest["shards"] and (cache_dir / name).exists():
-            with safe_open(str(cache_dir / name), framework="pt") as f:
-                meta = f.metadata() or {}
-            manifest["shards"][name] = json.loads(meta.get("clips", "[]"))
-            manifest["failed"] += json.loads(meta.get("failed", "[]"))
-            manifest["stats"][name] = json.loads(meta.get("stats", "null"))
+        path = cache_dir / name
+        if name not in manifest["shards"] and path.exists():
+            try:
+                with safe_open(str(path), framework="pt") as f:
+                    meta = f.metadata() or {}
+                clips, failed = json.loads(meta.get("clips", "[]")), json.loads(meta.get("failed", "[]"))
+                stats = json.loads(meta.get("stats", "null"))
+            except Exception as e:  # noqa: BLE001 - safetensors raises several types for a broken file
+                log.warning("the cache shard %s is damaged (%s); removed, it is encoded again", path, e)
+                path.unlink()
+                continue
+            manifest["shards"][name] = clips
+            manifest["failed"] += failed
+            manifest["stats"][name] = stats
+            files[name] = _file_record(path)
+        elif name in manifest["shards"] and name not in files and path.exists():
+            files[name] = _file_record(path)   # a shard recorded before sizes and digests were
+
+
+def _drop_damaged(cache_dir: Path, manifest: dict, shards: list[list[int]]) -> None:
+    """Forget (and delete) every recorded shard that is missing, truncated or corrupt, so that it is encoded
+    again; each one is named in a warning."""
+    for k, ids in enumerate(shards):
+        name = _shard_name(k)
+        if name not in manifest["shards"]:
+            continue
+        why = _shard_damage(cache_dir, manifest, name, deep=True)
+        if why is None:
+            continue
+        log.warning("the cache shard %s is damaged (%s); it is encoded again", cache_dir / name, why)
+        (cache_dir / name).unlink(missing_ok=True)
+        del manifest["shards"][name]
+        manifest["stats"].pop(name, None)
+        manifest.get("files", {}).pop(name, None)
+        manifest.pop("latent_norm", None)   # measured again over the repaired shards
+        ids = set(ids)
+        manifest["failed"] = [f for f in manifest["failed"] if not (isinstance(f, dict) and f.get("clip") in ids)]
 
 
 def _check_version(manifest: dict, cache_dir: Path) -> None:
@@ -281,13 +403,17 @@ class LatentDataset(torch.utils.data.Dataset):
         path = self.cache_dir / MANIFEST
         if not path.exists():
             raise CacheError(f"{self.cache_dir} holds no latent cache ({MANIFEST} missing); run `medsora cache` first")
-        self.manifest = json.loads(path.read_text())
-        _check_version(self.manifest, self.cache_dir)
+        self.manifest = _read_manifest(path)
         if "latent_norm" not in self.manifest:
             raise CacheError(f"the cache {self.cache_dir} is incomplete (its build was interrupted); run the same "
                              "`medsora cache` command again to finish it")
         if posterior not in ("sample", "mode"):
             raise ValueError(f"posterior must be sample or mode, got {posterior!r}")
+        for name in self.manifest["shards"]:   # size, header and keys of each shard: cheap, before any step
+            why = _shard_damage(self.cache_dir, self.manifest, name, deep=False)
+            if why:
+                raise CacheError(f"the cache shard {self.cache_dir / name} is damaged ({why}); re-run the same "
+                                 "`medsora cache` command (same --out and settings): it re-encodes damaged shards")
         self.norm = LatentNorm.from_dict(self.manifest["latent_norm"])
         self.where = {i: name for name, ids in self.manifest["shards"].items() for i in ids}
         all_clips = sorted(self.where)

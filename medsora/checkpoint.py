@@ -127,20 +127,53 @@ def list_checkpoints(run_dir: str | Path) -> list[Path]:
     return sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("step-"))
 
 
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+# what save_checkpoint writes into meta.json: key -> (test of its type, the type in words)
+_META_TYPES = {
+    "step": (lambda v: _is_int(v) and v >= 0, "a whole number >= 0"),
+    "config": (lambda v: isinstance(v, dict), "an object (the resolved config)"),
+    "sha256": (lambda v: isinstance(v, dict) and all(isinstance(k, str) and k in FILES and isinstance(d, str)
+                                                   for k, d in v.items()),
+               f"an object of file name ({', '.join(FILES)}) -> hex digest"),
+    "epoch": (lambda v: _is_int(v) and v >= 0, "a whole number >= 0"),
+    "extra": (lambda v: isinstance(v, dict), "an object"),
+    "param_groups": (lambda v: isinstance(v, list) and all(isinstance(g, dict) for g in v),
+                     "a list of objects (the optimizer's parameter groups)"),
+}
+_NEEDED_FIRST = ("step", "config", "sha256")   # checked before the checksums; the others after them
+
+
+def _meta_problem(meta, path: Path, keys) -> None:
+    lacking = [k for k in keys if k not in meta]
+    if lacking:
+        raise CheckpointError(f"{path} lacks {', '.join(lacking)}; not a checkpoint written by medsora "
+                              "train (pass a run folder or one of its checkpoints/step-* folders)")
+    for k in keys:
+        ok, words = _META_TYPES[k]
+        if not ok(meta[k]):
+            raise CheckpointError(f"{path}: {k!r} is {json.dumps(meta[k])[:60]}, it must be {words}; the file was "
+                                  "edited or damaged: use an earlier checkpoint")
+
+
 def verify(ckpt: Path) -> dict:
     """meta.json of a checkpoint whose files all match their checksums; CheckpointError otherwise."""
+    path = Path(ckpt) / "meta.json"
     try:
-        meta = json.loads((ckpt / "meta.json").read_text())
-    except (OSError, ValueError) as e:
+        meta = json.loads(path.read_bytes().decode("utf-8"))
+    except (OSError, ValueError) as e:   # missing, unreadable, not UTF-8, not JSON
         raise CheckpointError(f"{ckpt}: meta.json missing or unreadable ({e}); the checkpoint is incomplete") from None
-    lacking = [k for k in ("step", "config", "sha256") if k not in meta] if isinstance(meta, dict) else ["all"]
-    if lacking:
-        raise CheckpointError(f"{ckpt}: meta.json lacks {', '.join(lacking)}; not a checkpoint written by medsora "
-                              "train (pass a run folder or one of its checkpoints/step-* folders)")
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path} holds a JSON {type(meta).__name__}, not an object; not a checkpoint written "
+                              "by medsora train (pass a run folder or one of its checkpoints/step-* folders)")
+    _meta_problem(meta, path, _NEEDED_FIRST)
     for name, digest in meta["sha256"].items():
-        path = ckpt / name
-        if not path.exists() or _sha256(path) != digest:
-            raise CheckpointError(f"{path}: missing or corrupt (checksum mismatch); use an earlier checkpoint")
+        file = Path(ckpt) / name
+        if not file.exists() or _sha256(file) != digest:
+            raise CheckpointError(f"{file}: missing or corrupt (checksum mismatch); use an earlier checkpoint")
+    _meta_problem(meta, path, [k for k in _META_TYPES if k not in _NEEDED_FIRST])
     return meta
 
 

@@ -25,12 +25,15 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from .data.check import skipped_summary
 from .data.clips import to_tensor
 from .data.index import build_index
 from .data.video import list_frame_images, read_frames
+from .errors import MedsoraError
 from .metrics.frechet import FeatureStats, frechet_distance
 from .metrics.weights import WEIGHTS, MissingWeights, find_weights
 from .runtime import default_device, init_distributed
+from .weights_check import WeightsError
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +42,10 @@ FRECHET = ("fvd", "cdfvd", "fid")  # metrics that compare the fake set with real
 NETWORK = {"fvd": "i3d", "cdfvd": "videomae", "fid": "inception", "is": "inception", "fc": "clip"}
 NUM_FRAMES = 16
 DEFAULT_CACHE = Path.home() / ".cache" / "medsora" / "eval"
+
+
+class EvalError(MedsoraError, ValueError):
+    pass
 
 
 # ----------------------------------------------------------------------------------------------
@@ -137,6 +144,66 @@ def iter_clips(plan, resolution, batch_size, workers, desc, progress):
             bar.update(len(videos))
 
 
+def _source_files(path: Path) -> list[Path]:
+    return list_frame_images(path) if path.is_dir() else [path]
+
+
+def _source_digest(path: Path) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    for f in _source_files(path):
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def same_sources(real, fake, real_plan, fake_plan) -> str | None:
+    """A warning when the generated clips are read from the same files as the real ones (the same folder, or
+    sources with the same bytes); None otherwise. Only sources whose file sizes match are read."""
+    if Path(real).resolve() == Path(fake).resolve():
+        return (f"--real and --fake are the same folder ({Path(real).resolve()}): the metrics compare the real "
+                "videos with themselves, not generated ones")
+
+    def sizes(path):
+        return tuple(f.stat().st_size for f in _source_files(path))
+
+    real_by_size: dict[tuple, list[Path]] = {}
+    for path, _ in real_plan:
+        real_by_size.setdefault(sizes(path), []).append(path)
+    real_digests: dict[Path, str] = {}
+    same = []
+    for path, _ in fake_plan:
+        candidates = real_by_size.get(sizes(path), [])
+        if not candidates:
+            continue
+        digest = _source_digest(path)
+        for r in candidates:
+            if r not in real_digests:
+                real_digests[r] = _source_digest(r)
+            if real_digests[r] == digest:
+                same.append((path, r))
+                break
+    if not same:
+        return None
+    return (f"{len(same)} of {len(fake_plan)} generated sources are byte-identical to real ones (e.g. {same[0][0]} "
+            f"= {same[0][1]}): the metrics compare real videos with themselves, not generated ones")
+
+
+def rank_warning(metric: str, side: str, stats: FeatureStats, clips: int) -> str | None:
+    """A warning when a set gives fewer feature vectors than a Fréchet metric's covariance needs (dim + 1)."""
+    if stats.mean is None:
+        return None
+    dim = len(stats.mean)
+    if stats.n > dim:
+        return None
+    per_clip = max(1, stats.n // max(clips, 1))
+    need_clips = -(-(dim + 1) // per_clip)
+    unit = f"{stats.n} frames ({clips} clips x {per_clip})" if per_clip > 1 else f"{stats.n} clips"
+    return (f"{metric}: the {side} set gives {unit}, fewer than the {dim} + 1 its {dim}-dimensional covariance "
+            f"needs to be full rank; the value is unreliable (singular covariance): use at least {need_clips} "
+            f"{side} clips")
+
+
 # ----------------------------------------------------------------------------------------------
 # the evaluation
 
@@ -208,6 +275,11 @@ def evaluate(real, fake, num: int = 2048, metrics=METRICS, weights_dir=None, bat
     unknown = sorted(set(metrics) - set(METRICS))
     if unknown:
         raise ValueError(f"unknown metric(s) {', '.join(unknown)}; choose from {', '.join(METRICS)}")
+    if isinstance(real_stride, bool) or not isinstance(real_stride, int) or real_stride < 1:
+        raise EvalError(f"--real-stride {real_stride!r}: the step between the frames of a real clip must be a whole "
+                        "number >= 1 (3 as the training clips; 1 for folders of 16-frame clips)")
+    if isinstance(num, bool) or not isinstance(num, int) or num < 1:
+        raise EvalError(f"--num {num!r}: the number of clips per set must be a whole number >= 1 (2048 by default)")
     for what, root in (("real", real), ("generated", fake)):
         if not Path(root).exists():
             raise FileNotFoundError(f"the folder of {what} videos {root} does not exist")
@@ -220,8 +292,8 @@ def evaluate(real, fake, num: int = 2048, metrics=METRICS, weights_dir=None, bat
     for net in dict.fromkeys(NETWORK[m] for m in metrics):
         try:
             extractors[net] = load_extractor(net, weights_dir, device)
-        except (MissingWeights, ImportError) as e:
-            reason = str(e) if isinstance(e, MissingWeights) else f"{e}; install it with `pip install pytorch-fid`"
+        except (MissingWeights, WeightsError, ImportError) as e:   # missing or damaged weights: that metric is skipped
+            reason = f"{e}; install it with `pip install pytorch-fid`" if isinstance(e, ImportError) else str(e)
             for m in metrics:
                 if NETWORK[m] == net:
                     results[m] = {"value": None, "reason": reason}
@@ -229,17 +301,24 @@ def evaluate(real, fake, num: int = 2048, metrics=METRICS, weights_dir=None, bat
 
     fake_plan, fake_skipped = plan_clips(fake, num, stride=1, progress=progress)
     if not fake_plan and active:
-        raise ValueError(f"no generated clip of {NUM_FRAMES} frames under {fake} ({len(fake_skipped)} sources skipped)")
+        raise EvalError(f"no generated clip of {NUM_FRAMES} frames under {fake} ({skipped_summary(fake_skipped)})")
+    if fake_skipped and job.rank == 0:
+        log.warning("generated videos under %s: %s", fake, skipped_summary(fake_skipped))
     frechet = [m for m in active if m in FRECHET]
-    real_stats, n_real, real_skipped = {}, 0, []
+    real_stats, n_real, real_skipped, warnings = {}, 0, [], []
     if frechet:
         real_plan, real_skipped = plan_clips(real, num, stride=real_stride, random_start=True, seed=seed,
                                              progress=progress)
         if not real_plan:
-            raise ValueError(f"no real clip under {real}: {len(real_skipped)} sources skipped, a clip needs "
-                             f"{(NUM_FRAMES - 1) * real_stride + 1} frames (real_stride={real_stride}; use 1 for "
-                             f"folders of {NUM_FRAMES}-frame clips)")
+            raise EvalError(f"no real clip under {real}: {skipped_summary(real_skipped)}; a clip needs "
+                            f"{(NUM_FRAMES - 1) * real_stride + 1} frames (real_stride={real_stride}; use 1 for "
+                            f"folders of {NUM_FRAMES}-frame clips)")
+        if real_skipped and job.rank == 0:
+            log.warning("real videos under %s: %s", real, skipped_summary(real_skipped))
         n_real = len(real_plan)
+        same = job.first(lambda: same_sources(real, fake, real_plan, fake_plan))
+        if same:
+            warnings.append(same)
         real_stats = _real_stats(frechet, extractors, real_plan, resolution, batch_size, workers, cache_dir,
                                  progress, protocol=[num, real_stride, resolution, seed], job=job)
 
@@ -265,6 +344,10 @@ def evaluate(real, fake, num: int = 2048, metrics=METRICS, weights_dir=None, bat
         if m in FRECHET:
             s_r, s_f = real_stats[m], fake_stats[m]
             entry = {"value": frechet_distance(s_r.mean, s_r.cov, s_f.mean, s_f.cov), **entry, "n_real": n_real}
+            notes = warnings + [w for w in (rank_warning(m, "real", s_r, n_real),
+                                            rank_warning(m, "generated", s_f, len(fake_plan))) if w]
+            if notes:
+                entry["warnings"] = notes
         elif m == "is":
             from .metrics.inception import inception_score
 
@@ -278,8 +361,16 @@ def evaluate(real, fake, num: int = 2048, metrics=METRICS, weights_dir=None, bat
     if out and job.rank == 0:
         protocol = {"num": num, "real_stride": real_stride, "resolution": resolution, "seed": seed,
                     "frames": NUM_FRAMES, "real_skipped": len(real_skipped), "fake_skipped": len(fake_skipped)}
-        write_report(results, out, real=str(real), fake=str(fake), protocol=protocol)
+        write_report(results, out, real=str(real), fake=str(fake), protocol=protocol,
+                     warnings=all_warnings(results),
+                     skipped={"real": [[str(p), why] for p, why in real_skipped],
+                              "fake": [[str(p), why] for p, why in fake_skipped]})
     return results
+
+
+def all_warnings(results: dict) -> list[str]:
+    """The warnings of every metric, each once, in order."""
+    return list(dict.fromkeys(w for r in results.values() for w in r.get("warnings", [])))
 
 
 def batch_features(videos, names, extractors) -> dict:
@@ -344,6 +435,7 @@ def format_table(results: dict) -> str:
         value = f"{r['value']:.2f}" + (f" ± {r['std']:.2f}" if "std" in r else "")
         clips = f"{r.get('n_real', '-')} / {r['n_fake']}"
         rows.append(f"| {NAMES.get(m, m)} | {value} | {clips} | {r['network']} ({Path(r['weights']).name}) |")
+    rows += [f"\nwarning: {w}" if i == 0 else f"warning: {w}" for i, w in enumerate(all_warnings(results))]
     return "\n".join(rows) + "\n"
 
 

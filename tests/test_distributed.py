@@ -130,6 +130,8 @@ def test_two_processes_cache_what_one_does(synth_mp4, tmp_path):
             assert "process 0 of 2 encodes shards [0, 2]" in res.stderr
             assert "process 1 of 2 encodes shards [1]" in res.stderr
     one, two = (json.loads((tmp_path / n / "manifest.json").read_text()) for n in ("one", "two"))
+    # the recorded file digests differ: safetensors writes its metadata in hash-map order, which varies per process
+    assert one.pop("files").keys() == two.pop("files").keys()
     assert one == two and list(one["shards"]) == [f"shard-0000{k}.safetensors" for k in range(3)]
     assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["manifest.json", *one["shards"]]
     for shard in one["shards"]:

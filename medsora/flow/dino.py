@@ -17,6 +17,8 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
 
+from ..weights_check import WeightsError, load_checked, one_line, state_dict_of, unreadable
+
 DINO_NAME = "vit_small_patch8_224.dino"
 DINO_SOURCES = ("https://dl.fbaipublicfiles.com/dino/dino_deitsmall8_pretrain/dino_deitsmall8_pretrain.pth "
                 "(the original DINO file) or model.safetensors from https://huggingface.co/timm/vit_small_patch8_224.dino")
@@ -25,14 +27,16 @@ DINO_SOURCES = ("https://dl.fbaipublicfiles.com/dino/dino_deitsmall8_pretrain/di
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """A state dict from a .safetensors or .pth file: timm's keys, the original DINO release, or a DINO training
     checkpoint (its `teacher` backbone)."""
-    if path.suffix == ".safetensors":
-        sd = load_file(str(path))
-    else:
-        sd = torch.load(path, map_location="cpu", weights_only=True)
-    for key in ("teacher", "model", "state_dict"):
-        if isinstance(sd.get(key), dict):
-            sd = sd[key]
-            break
+    try:
+        if path.suffix == ".safetensors":
+            sd = load_file(str(path))
+        else:
+            sd = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - truncated/foreign files raise many types
+        raise unreadable(path, e, DINO_SOURCES) from None
+    if isinstance(sd, dict) and isinstance(sd.get("teacher"), dict):
+        sd = sd["teacher"]
+    sd = state_dict_of(sd, path, DINO_SOURCES)                  # also unwraps {'model'|'state_dict': ...}
     for prefix in ("module.", "backbone."):                    # DDP and DINO's MultiCropWrapper
         sd = {k.removeprefix(prefix): v for k, v in sd.items()}
     return {k: v for k, v in sd.items() if not k.startswith("head")}   # DINO's projection head is not the ViT
@@ -59,13 +63,13 @@ def load_dino(weights: str | Path | None, img_size: int | tuple[int, int] = 128,
             path = Path(weights).expanduser()
             if not path.is_file():
                 raise FileNotFoundError(f"DINO weights not found: {path}. Download {DINO_SOURCES}.")
+            sd = _read_state_dict(path)
             try:
-                sd = checkpoint_filter_fn(_read_state_dict(path), model)  # resamples pos_embed to img_size
-                model.load_state_dict(sd, strict=True)
-            except (RuntimeError, KeyError) as e:
-                first = str(e).strip().splitlines()[:3]
-                raise ValueError(f"{path} does not hold {name} weights: {' '.join(first)[:400]}. "
-                                 f"Use {DINO_SOURCES}.") from None
+                sd = checkpoint_filter_fn(sd, model)  # resamples pos_embed to img_size
+            except Exception as e:  # noqa: BLE001 - another network's tensors fail anywhere in the filter
+                raise WeightsError(f"{path} does not hold {name} weights ({type(e).__name__}: {one_line(e)}); "
+                                   f"use {DINO_SOURCES}") from None
+            load_checked(model, sd, f"{path} does not hold {name} weights", f"use {DINO_SOURCES}")
     return model.eval().requires_grad_(False)
 
 

@@ -17,6 +17,8 @@ from einops import rearrange
 from torch import nn
 from torchvision.models.optical_flow import Raft_Large_Weights, Raft_Small_Weights, raft_large, raft_small
 
+from ..weights_check import load_checked, read_weights
+
 METHODS = ("raft_large", "raft_small", "farneback")
 
 _RAFT = {
@@ -79,7 +81,9 @@ class RAFTFlow(nn.Module):
                     raise FileNotFoundError(
                         f"RAFT weights not found: {path}. Download {default.url} (torchvision's {name} weights) "
                         f"and pass its path, or use weights='hub' with internet access.")
-                self.model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+                source = f"{default.url} (torchvision's {name} weights)"
+                load_checked(self.model, read_weights(path, source), f"{path} does not hold {name} weights",
+                             f"download {source} and pass its path")
         self.model.eval().requires_grad_(False)
 
     @torch.no_grad()

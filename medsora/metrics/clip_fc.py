@@ -14,6 +14,9 @@ import torch.nn.functional as F
 from einops import rearrange
 from torchvision.transforms.v2 import functional as TF
 
+from ..weights_check import WeightsError, one_line
+from .weights import check_loading_info, refetch
+
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
@@ -27,16 +30,26 @@ def load_clip(path: str | Path, device="cpu") -> torch.nn.Module:
         raise FileNotFoundError(f"CLIP folder {path} does not exist")
     from transformers.utils import logging as hf_logging
 
-    config = AutoConfig.from_pretrained(path)
+    try:
+        config = AutoConfig.from_pretrained(path)
+    except Exception as e:  # noqa: BLE001 - missing/garbled config.json
+        raise WeightsError(f"{path / 'config.json'}: not a readable CLIP config ({one_line(e)}); "
+                           f"{refetch('clip-vit-large-patch14')}") from None
     if isinstance(config, CLIPConfig):  # a full CLIP save: keep its vision tower and its projection width
         config.vision_config.projection_dim = config.projection_dim
         config = config.vision_config
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # the text tower's weights are unused on purpose: no report about them
     try:
-        model = CLIPVisionModelWithProjection.from_pretrained(path, config=config)
+        model, info = CLIPVisionModelWithProjection.from_pretrained(path, config=config, output_loading_info=True)
+    except Exception as e:  # noqa: BLE001 - truncated weights, shapes that do not fit config.json
+        raise WeightsError(f"the CLIP folder {path} could not be loaded ({one_line(e)}); "
+                           f"{refetch('clip-vit-large-patch14')}") from None
     finally:
         hf_logging.set_verbosity(verbosity)
+    # a full CLIPModel save also holds the text tower, unused here on purpose
+    check_loading_info(info, path, "CLIP image encoder", allow_unexpected=("text_model.", "text_projection",
+                                                                            "logit_scale"))
     return model.eval().to(device)
 
 

@@ -14,7 +14,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .weights import is_torchscript, load_state_dict
+from ..weights_check import load_checked
+from .weights import is_torchscript, load_state_dict, load_torchscript, refetch
 
 
 def pad_same(x: torch.Tensor, kernel, stride) -> torch.Tensor:
@@ -118,11 +119,11 @@ def load_i3d(path: str | Path, device="cpu") -> nn.Module:
     if not path.exists():
         raise FileNotFoundError(f"I3D weights {path} do not exist")
     if is_torchscript(path):
-        return torch.jit.load(str(path), map_location=device).eval()
+        return load_torchscript(path, device)
     sd = load_state_dict(path)
     num_classes = sd["logits.conv3d.weight"].shape[0] if "logits.conv3d.weight" in sd else 400
     # the two published state dicts share a layout but not the BatchNorm epsilon of their code
     bn_eps = 1e-5 if path.name.startswith("i3d_pretrained_400") else 1e-3
     model = InceptionI3d(num_classes, bn_eps=bn_eps)
-    model.load_state_dict(sd, strict=True)
+    load_checked(model, sd, f"{path} does not hold InceptionI3d weights", refetch(path))
     return model.eval().to(device)

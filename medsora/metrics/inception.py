@@ -17,7 +17,8 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
-from .weights import is_torchscript, load_state_dict
+from ..weights_check import load_checked
+from .weights import is_torchscript, load_state_dict, load_torchscript, refetch
 
 FID_SIZE = 299
 
@@ -58,9 +59,10 @@ def load_inception(path: str | Path, device="cpu") -> torch.nn.Module:
     if not path.exists():
         raise FileNotFoundError(f"Inception weights {path} do not exist")
     if is_torchscript(path):
-        return torch.jit.load(str(path), map_location=device).eval()
+        return load_torchscript(path, device)
+    sd = load_state_dict(path)
     net = fid_inception_v3()
-    net.load_state_dict(load_state_dict(path), strict=True)
+    load_checked(net, sd, f"{path} does not hold FID Inception-v3 weights", refetch(path))
     return net.eval().to(device)
 
 

@@ -16,7 +16,8 @@ import torch
 from einops import rearrange
 
 from .fvd import resize_frames
-from .weights import load_state_dict
+from ..weights_check import WeightsError, load_checked, one_line
+from .weights import check_loading_info, load_state_dict, refetch
 
 # attention heads of the published VideoMAE(-v2) widths (not recoverable from weight shapes)
 HEADS_BY_WIDTH = {384: 6, 768: 12, 1024: 16, 1280: 16, 1408: 16}
@@ -76,16 +77,32 @@ def load_videomae(path: str | Path, device="cpu", num_heads: int | None = None) 
     if not path.exists():
         raise FileNotFoundError(f"VideoMAE weights {path} do not exist")
     if path.is_dir():
-        config = AutoConfig.from_pretrained(path)
+        try:
+            config = AutoConfig.from_pretrained(path)
+        except Exception as e:  # noqa: BLE001 - missing/garbled config.json
+            raise WeightsError(f"{path / 'config.json'}: not a readable VideoMAE config ({one_line(e)}); "
+                               f"{refetch('videomae')}") from None
         classifier = "VideoMAEForVideoClassification" in (config.architectures or [])
-        model = (VideoMAEForVideoClassification if classifier else VideoMAEModel).from_pretrained(path)
+        try:
+            model, info = (VideoMAEForVideoClassification if classifier else VideoMAEModel).from_pretrained(
+                path, output_loading_info=True)
+        except Exception as e:  # noqa: BLE001 - truncated weights, shapes that do not fit config.json
+            raise WeightsError(f"the VideoMAE folder {path} could not be loaded ({one_line(e)}); "
+                               f"{refetch('videomae')}") from None
+        check_loading_info(info, path, "VideoMAE")
     else:
-        config, sd = convert_videomae_v2(load_state_dict(path), num_heads)
+        try:
+            config, sd = convert_videomae_v2(load_state_dict(path), num_heads)
+        except (KeyError, IndexError, ValueError, AttributeError) as e:
+            if isinstance(e, WeightsError):
+                raise
+            why = f"no tensor {one_line(e)}" if isinstance(e, KeyError) else f"{type(e).__name__}: {one_line(e)}"
+            raise WeightsError(f"{path} does not hold VideoMAE-v2 weights ({why}); {refetch(path)}") from None
         model = VideoMAEForVideoClassification(config)
         own = model.state_dict()
         if any(k.endswith("attention.attention.q_bias") for k in own):  # transformers < 5: q_bias / v_bias
             sd = {k.replace("query.bias", "q_bias").replace("value.bias", "v_bias"): t for k, t in sd.items()}
-        model.load_state_dict(sd, strict=True)
+        load_checked(model, sd, f"{path} does not hold VideoMAE-v2 weights", refetch(path))
         if model.fc_norm is not None:
             model.fc_norm.eps = 1e-6  # VideoMAE-v2's fc_norm epsilon (transformers builds it with 1e-5)
     return model.eval().to(device)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import MedsoraError
+from ..weights_check import WeightsError, read_weights, unreadable
 
 DEFAULT_DIR = Path.home() / ".cache" / "medsora" / "weights"
 
@@ -94,11 +95,45 @@ def is_torchscript(path: str | Path) -> bool:
 
 
 def load_state_dict(path: str | Path) -> dict:
-    """A torch.save'd state dict (also unwraps {'model': ...}, {'state_dict': ...}, {'module': ...})."""
+    """A torch.save'd state dict read with weights_only=True (also unwraps {'model': ...}, {'state_dict': ...},
+    {'module': ...}); a truncated or foreign file raises `WeightsError` naming it (medsora.weights_check)."""
+    return read_weights(path, _source_of(Path(path).name))
+
+
+def load_torchscript(path: str | Path, device="cpu"):
+    """A TorchScript detector; a damaged archive raises `WeightsError` naming the file."""
     import torch
 
-    sd = torch.load(path, map_location="cpu", weights_only=True)
-    for key in ("model", "state_dict", "module"):
-        if isinstance(sd, dict) and key in sd and isinstance(sd[key], dict):
-            sd = sd[key]
-    return sd
+    try:
+        return torch.jit.load(str(path), map_location=device).eval()
+    except Exception as e:  # noqa: BLE001 - torch raises RuntimeError/zip errors for a broken archive
+        raise unreadable(path, e, _source_of(Path(path).name)) from None
+
+
+def refetch(path: str | Path) -> str:
+    """The fix clause of a weights error: where to get the file again."""
+    source = _source_of(Path(path).name)
+    return f"re-download it from {source}" if source else "re-download it (`medsora weights` lists the sources)"
+
+
+def _source_of(name: str) -> str | None:
+    """The download address of an accepted weights name (None when the sources name no address for it)."""
+    import re
+
+    for spec in WEIGHTS.values():
+        if name in spec.names:
+            urls = re.findall(r"https?://[^\s,;()]+", spec.source)
+            return next((u for u in urls if name in u), None)
+    return None
+
+
+def check_loading_info(info: dict, path: str | Path, network: str, allow_unexpected=()) -> None:
+    """Refuse what transformers' from_pretrained(output_loading_info=True) reports as missing, mismatched or
+    (outside `allow_unexpected` prefixes) unexpected: never keep a random init."""
+    missing = list(info.get("missing_keys") or [])
+    mismatched = [m[0] if isinstance(m, (tuple, list)) else m for m in info.get("mismatched_keys") or []]
+    unexpected = [k for k in info.get("unexpected_keys") or [] if not k.startswith(tuple(allow_unexpected))]
+    parts = [f"{len(v)} {what} tensors (e.g. {sorted(v)[0]})" for what, v in
+             (("missing", missing), ("size-mismatched", mismatched), ("unexpected", unexpected)) if v]
+    if parts:
+        raise WeightsError(f"{path} does not hold {network} weights: {'; '.join(parts)}; {refetch(path)}")

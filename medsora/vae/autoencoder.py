@@ -28,6 +28,8 @@ from diffusers import AutoencoderKLCogVideoX
 from einops import rearrange
 from torch import nn
 
+from ..weights_check import WeightsError, file_shapes, fit_problems, one_line
+
 # The `vae/config.json` of THUDM/CogVideoX-2b (diffusers' defaults for this class).
 COGVIDEOX_2B_CONFIG = dict(
     in_channels=3, out_channels=3, block_out_channels=(128, 256, 256, 512), latent_channels=16,
@@ -94,13 +96,19 @@ class VideoVAE(nn.Module):
                 raise FileNotFoundError(
                     f"{folder / WEIGHTS_NAME} not found: the VAE weights are missing. Download them from "
                     f"{COGVIDEOX_URL} into {folder}, or train a tiny VAE (`train_tiny_vae`).")
+            _check_vae_folder(folder)  # config builds, every tensor there with its shape: else one-line error
             try:
-                vae = AutoencoderKLCogVideoX.from_pretrained(folder, torch_dtype=torch_dtype, **_LOW_MEM)
+                vae, info = AutoencoderKLCogVideoX.from_pretrained(folder, torch_dtype=torch_dtype,
+                                                                   output_loading_info=True, **_LOW_MEM)
             except (RuntimeError, ValueError, OSError) as e:  # weights that do not fit config.json, broken files
-                first = " ".join(str(e).strip().splitlines()[:3])[:400]
-                raise ValueError(f"the VAE in {folder} could not be loaded: {first}. Its weights must match its "
-                                 f"config.json (the `vae` folder of CogVideoX-2b as downloaded from {COGVIDEOX_URL}, "
-                                 "or a folder written by train_tiny_vae).") from None
+                raise WeightsError(f"the VAE in {folder} could not be loaded: {one_line(e, 400)}. Its weights must "
+                                   f"match its config.json (the `vae` folder of CogVideoX-2b as downloaded from "
+                                   f"{COGVIDEOX_URL}, or a folder written by train_tiny_vae).") from None
+            bad = {k: info.get(k) for k in ("missing_keys", "unexpected_keys", "mismatched_keys") if info.get(k)}
+            if bad:  # never keep diffusers' random init of what the folder lacks
+                raise WeightsError(f"the VAE in {folder} could not be loaded: " + "; ".join(
+                    f"{len(v)} {k.replace('_', ' ')} (e.g. {v[0] if isinstance(v[0], str) else v[0][0]})"
+                    for k, v in bad.items()) + f"; re-download the folder from {COGVIDEOX_URL}")
             name = json.loads((folder / "config.json").read_text()).get("_medsora_name", "cogvideox")
         elif _looks_like_hub_id(str(path_or_hub_id)):
             try:
@@ -334,6 +342,53 @@ def _plain(cfg: dict) -> dict:
 
 # diffusers loads with less memory through accelerate and says so on every load without it: ask only where it can
 _LOW_MEM = {"low_cpu_mem_usage": importlib.util.find_spec("accelerate") is not None}
+
+
+def _vae_weight_files(folder: Path) -> list[Path]:
+    """The weight files diffusers would read from `folder` (single file, sharded index, or .bin)."""
+    single = folder / WEIGHTS_NAME
+    if single.exists():
+        return [single]
+    index = folder / (WEIGHTS_NAME + ".index.json")
+    if index.exists():
+        try:
+            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            raise WeightsError(f"{index}: not a readable shard index ({one_line(e)}); re-download the folder "
+                               f"from {COGVIDEOX_URL}") from None
+        return [folder / name for name in shards]
+    return [folder / "diffusion_pytorch_model.bin"] if (folder / "diffusion_pytorch_model.bin").exists() else []
+
+
+def _check_vae_folder(folder: Path) -> None:
+    """The weights-check rule for a diffusers VAE folder: config.json must build a CogVideoX VAE, and its weight
+    files must be readable and hold exactly that model's tensors; else a one-line `WeightsError`."""
+    config_path = folder / "config.json"
+    fix = (f"use the config.json of CogVideoX-2b's `vae` folder ({COGVIDEOX_URL}) or the one written by "
+           "train_tiny_vae")
+    try:
+        config = AutoencoderKLCogVideoX.load_config(folder)
+    except Exception as e:  # noqa: BLE001 - JSON and diffusers errors alike
+        raise WeightsError(f"{config_path}: not a readable VAE config ({one_line(e)}); {fix}") from None
+    try:
+        with torch.device("meta"):  # shapes only, no memory
+            expected = AutoencoderKLCogVideoX.from_config(config).state_dict()
+    except Exception as e:  # noqa: BLE001 - a config of the wrong structure fails anywhere in the constructor
+        raise WeightsError(f"{config_path} does not build a CogVideoX VAE ({type(e).__name__}: {one_line(e)}); "
+                           f"{fix}") from None
+    files = _vae_weight_files(folder)
+    if not files:
+        return  # only variant files (e.g. fp16): diffusers' own loading info is checked after loading
+    found: dict = {}
+    for f in files:
+        if not f.is_file():
+            raise WeightsError(f"{f} (listed in the shard index) not found; re-download the folder from {COGVIDEOX_URL}")
+        found.update(file_shapes(f, source=COGVIDEOX_URL))
+    problems = fit_problems(found, expected, label="config.json")
+    if problems:
+        where = files[0] if len(files) == 1 else folder
+        raise WeightsError(f"the VAE in {folder} could not be loaded: {where} does not fit {config_path}: {problems}; "
+                           f"re-download the folder (from {COGVIDEOX_URL}), or fix config.json")
 
 
 def _looks_like_hub_id(s: str) -> bool:

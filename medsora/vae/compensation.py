@@ -27,6 +27,8 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+from ..weights_check import WeightsError, fit_problems, unreadable
+
 CACHE_KEY = "medsora_compensation"  # our entry in the hooked resnet's conv-cache dict
 FORMAT = "medsora-vae-compensation-v1"
 _BASE_KEYS = ("block_out_channels", "latent_channels", "layers_per_block", "temporal_compression_ratio")
@@ -157,21 +159,22 @@ class Compensation(nn.Module):
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"compensation file {path} not found (written by `medsora vae train`)")
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            state = {k: f.get_tensor(k) for k in f.keys()}
-        comp = cls(vae, width_ratio=float(meta.get("width_ratio", 0.5)))
-        expected = comp.state_dict()
-        problems = [f"{k}: file {tuple(state[k].shape)} vs this VAE {tuple(v.shape)}"
-                    for k, v in expected.items() if k in state and state[k].shape != v.shape]
-        problems += [f"{k}: missing from file (this VAE expects {tuple(v.shape)})" for k, v in expected.items() if k not in state]
-        problems += [f"{k}: in file {tuple(state[k].shape)}, unknown to this VAE" for k in state if k not in expected]
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = f.metadata() or {}
+                state = {k: f.get_tensor(k) for k in f.keys()}
+            width_ratio = float(meta.get("width_ratio", 0.5))
+        except Exception as e:  # noqa: BLE001 - truncated or foreign file: safetensors raises several types
+            raise unreadable(path, e, fix="re-download (copy again) the file its training run wrote, or retrain "
+                                          "it with `medsora vae train`") from None
+        comp = cls(vae, width_ratio=width_ratio)
+        problems = fit_problems(state, comp.state_dict(), label="this VAE", examples=8)
         if problems:
             made_for = meta.get("base_config", "unknown")
-            raise ValueError(
-                f"compensation file {path} does not fit this VAE ({len(problems)} tensors differ):\n  "
-                + "\n  ".join(problems[:8]) + ("\n  ..." if len(problems) > 8 else "")
-                + f"\nfile made for {made_for}; this VAE is {json.dumps(_base_summary(vae))}")
+            raise WeightsError(
+                f"compensation file {path} does not fit this VAE: {problems}; file made for {made_for}; this VAE is "
+                f"{json.dumps(_base_summary(vae))}. Load it on the VAE it was trained on, or retrain it "
+                "(`medsora vae train`)")
         comp.load_state_dict(state)
         return comp
 

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import torch
 
+from ..weights_check import load_checked, read_weights
+
 TRUNK_FILES = {  # net -> (torchvision file name, where to get it)
     "vgg": ("vgg16-397923af.pth", "https://download.pytorch.org/models/vgg16-397923af.pth"),
     "alex": ("alexnet-owt-7be5be79.pth", "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth"),
@@ -35,7 +37,10 @@ def load_lpips(net: str = "vgg", trunk_path: str | Path | None = None, pretraine
             raise FileNotFoundError(
                 f"LPIPS needs the torchvision ImageNet {net} weights: {path} not found. Download {url} and pass "
                 f"its path (lpips trunk), or set the LPIPS weight to 0.")
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = read_weights(path, url)
         # lpips slices torchvision's `features` keeping the layer indices: sliceK.<i>.weight <- features.<i>.weight
-        model.net.load_state_dict({k: state["features." + k.split(".", 1)[1]] for k in model.net.state_dict()})
+        wanted = {k: "features." + k.split(".", 1)[1] for k in model.net.state_dict()}
+        load_checked(model.net, {k: state[src] for k, src in wanted.items() if src in state},
+                     f"{path} does not hold torchvision's ImageNet {net} weights (LPIPS trunk)",
+                     f"download {url} and pass its path")
     return model.eval().requires_grad_(False)
