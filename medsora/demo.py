@@ -128,7 +128,9 @@ def run_demo(out: str | Path = "runs/demo", videos: int = 12, frames: int = 100,
     else:
         notes.append("Optical-flow alignment was OFF: it needs DINO ViT-S/8 weights (flow.dino_weights / "
                      "--dino-weights), which cannot be downloaded here. No substitute features were used.")
-    rows = [json.loads(line) for line in (out / "run" / "metrics.jsonl").read_text().splitlines()]
+    from .report import read_jsonl
+
+    rows = read_jsonl(out / "run" / "metrics.jsonl")
     evals = [r for r in rows if "eval_mse" in r]
     vae_metrics = json.loads((out / "vae" / "metrics.json").read_text())
     headline = (f"held-out denoising MSE {evals[0]['eval_mse']:.3f} -> {evals[-1]['eval_mse']:.3f} "

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import json
+import logging
 import os
 import platform
 from pathlib import Path
@@ -17,6 +18,8 @@ import numpy as np
 
 from .data.index import find_sources
 from .data.video import probe, read_frames, write_gif
+
+log = logging.getLogger(__name__)
 
 
 def clip_stats(videos: list[np.ndarray]) -> dict:
@@ -58,13 +61,30 @@ def load_videos(folder: str | Path, num: int = 8, frames: int | None = None, str
     return out
 
 
+def read_jsonl(path: Path) -> list[dict]:
+    """The rows of a JSONL log; lines that are not a JSON object (a write cut by a kill, a damaged file) are
+    skipped with one warning naming the file, never a traceback."""
+    rows, bad = [], []
+    for k, line in enumerate(path.read_bytes().decode("utf-8", errors="replace").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError:
+            row = None
+        (rows.append(row) if isinstance(row, dict) else bad.append(k))
+    if bad:
+        log.warning("%s: %d unreadable lines skipped (first at line %d)", path, len(bad), bad[0])
+    return rows
+
+
 def _plot_losses(metrics_file: Path, out: Path) -> Path | None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [json.loads(line) for line in metrics_file.read_text().splitlines() if line.strip()]
+    rows = read_jsonl(metrics_file)
     train = [r for r in rows if "loss" in r]
     evals = [r for r in rows if "eval_mse" in r]
     if not train and not evals:

@@ -93,3 +93,13 @@ def test_ctrl_c_is_one_line_and_exit_130(monkeypatch, capsys):
     assert cli.main(["train", "--cache", "c", "--run-dir", "r"]) == 130
     err = capsys.readouterr().err
     assert err.startswith("interrupted; rerun the same command") and "Traceback" not in err
+
+
+def test_a_damaged_metrics_log_is_read_without_its_bad_lines(tmp_path, caplog):
+    """A kill mid-write leaves half a line, a disk error leaves bytes that are not UTF-8: the report still reads it."""
+    from medsora.report import read_jsonl
+
+    log = tmp_path / "metrics.jsonl"
+    log.write_bytes(b'{"step": 1, "loss": 0.5}\n\xff\xfe garbage\n[1, 2]\n{"step": 2, "loss": 0.4}\n{"step": 3, "lo')
+    assert [r["step"] for r in read_jsonl(log)] == [1, 2]
+    assert "3 unreadable lines skipped (first at line 2)" in caplog.text and str(log) in caplog.text
