@@ -388,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:   # Ctrl-C: every command writes atomically, so what finished is kept
         if args.verbose:
             raise
-        print("interrupted; rerun the same command to resume (train: add --resume auto)", file=sys.stderr)
+        print("\ninterrupted; rerun the same command to resume (train: add --resume auto)", file=sys.stderr)  # below a bar
         return 130
 
 
