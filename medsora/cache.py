@@ -33,6 +33,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
+from .checkpoint import write_json_atomic
 from .config import Config, latent_frames
 from .data.clips import ClipDataset
 from .data.video import VideoError
@@ -53,12 +54,6 @@ def _geometry(cfg: Config) -> dict:
     d = cfg.data
     return {"num_frames": d.num_frames, "frame_stride": d.frame_stride, "size": d.size, "num_images": d.num_images,
             "offsets": d.clip_offsets}
-
-
-def _write_json(path: Path, obj: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)
 
 
 def _check_same(manifest: dict, key: str, ours, cache_dir: Path, fix: str) -> None:
@@ -240,7 +235,7 @@ def build_cache(cfg: Config, vae, cache_dir: str | Path, flow: FlowTargets | Non
     if rank == 0:   # the manifest exists before any shard, so every shard file belongs to it
         _drop_damaged(cache_dir, manifest, shards)
         _adopt_shards(cache_dir, manifest, len(shards))
-        _write_json(manifest_path, manifest)
+        write_json_atomic(manifest_path, manifest)
     if world > 1:
         dist.barrier()
         if rank != 0:   # what process 0 adopted, and the damaged shards it dropped
@@ -251,12 +246,12 @@ def build_cache(cfg: Config, vae, cache_dir: str | Path, flow: FlowTargets | Non
     bar = tqdm(total=sum(len(shards[k]) for k in todo), desc="caching clips", unit="clip",
                disable=not (progress and rank == 0))
     for k in todo:
-        tensors, done, failed = {}, [], []
+        tensors, done, failed, stats = {}, [], [], None
         for i in shards[k]:
             try:
                 clip_tensors, clip_stats = _encode_clip(ds, i, vae, flow, cfg.data.clip_offsets)
                 tensors.update(clip_tensors)
-                stats = clip_stats if not done else [a + b for a, b in zip(stats, clip_stats)]
+                stats = clip_stats if stats is None else [a + b for a, b in zip(stats, clip_stats)]
                 done.append(i)
             except VideoError as e:
                 src = ds.sources[ds.clips[i][0]].path
@@ -264,13 +259,14 @@ def build_cache(cfg: Config, vae, cache_dir: str | Path, flow: FlowTargets | Non
                 failed.append({"clip": i, "source": src, "reason": str(e)})
             bar.update(1)
         tmp = cache_dir / (_shard_name(k) + ".tmp")
-        shard_stats = {"count": stats[0], "sum": stats[1].tolist(), "sum_sq": stats[2].tolist()} if done else None
+        shard_stats = None if stats is None else {"count": stats[0], "sum": stats[1].tolist(),
+                                                  "sum_sq": stats[2].tolist()}
         save_file(tensors, str(tmp), metadata={"clips": json.dumps(done), "failed": json.dumps(failed),
                                                "stats": json.dumps(shard_stats)})
         os.replace(tmp, cache_dir / _shard_name(k))
         if world == 1:  # recorded at once; with several processes, process 0 records them all at the end
             _adopt_shards(cache_dir, manifest, len(shards))
-            _write_json(manifest_path, manifest)
+            write_json_atomic(manifest_path, manifest)
     bar.close()
     if world > 1:
         dist.barrier()
@@ -280,7 +276,7 @@ def build_cache(cfg: Config, vae, cache_dir: str | Path, flow: FlowTargets | Non
             manifest[key] = dict(sorted(manifest.get(key, {}).items()))
         if any(manifest["shards"].values()):
             manifest["latent_norm"] = _latent_norm(manifest, vae, cfg.vae.latent_norm).to_dict()
-        _write_json(manifest_path, manifest)
+        write_json_atomic(manifest_path, manifest)
     if world > 1:
         dist.barrier()
         manifest = _read_manifest(manifest_path)
@@ -366,7 +362,7 @@ def _encode_clip(ds: ClipDataset, i: int, vae, flow: FlowTargets | None, offsets
     out, device = {}, vae.device
     count, total, total_sq = 0, 0.0, 0.0
     for o in range(offsets):
-        item = ds.load_clip(i, flip=False, offset=o, offsets=offsets, own_images=o == 0)
+        item = ds.load_clip(i, flip=False, offset=o, offsets=offsets, images="own" if o == 0 else None)
         video = item["video"]                                     # (F+1, 3, S, S)
         both = torch.stack([video, video.flip(-1)])               # (2, F+1, 3, S, S): as read, flipped
         mean, std = (z.float().cpu() for z in vae.encode_posterior(both[:, :-1].to(device)))  # the VAE sees F frames

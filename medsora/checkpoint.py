@@ -32,6 +32,13 @@ class CheckpointError(MedsoraError, RuntimeError):
     pass
 
 
+def write_json_atomic(path: Path, obj) -> None:
+    """Write JSON to a temporary name, then rename: readers see the old file or the new one, never half of one."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1))
+    os.replace(tmp, path)
+
+
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -177,13 +184,16 @@ def verify(ckpt: Path) -> dict:
     return meta
 
 
-def newest_checkpoint(run_dir: str | Path) -> tuple[Path, dict] | None:
-    """The newest complete checkpoint of a run and its verified meta, skipping broken ones with a warning."""
+def newest_checkpoint(run_dir: str | Path, failures: list[str] | None = None) -> tuple[Path, dict] | None:
+    """The newest complete checkpoint of a run and its verified meta, skipping broken ones with a warning (their
+    reasons appended to `failures` when given)."""
     for ckpt in reversed(list_checkpoints(run_dir)):
         try:
             return ckpt, verify(ckpt)
         except CheckpointError as e:
             log.warning("skipping checkpoint: %s", e)
+            if failures is not None:
+                failures.append(str(e))
     return None
 
 

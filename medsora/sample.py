@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from .cache import LatentDataset
-from .checkpoint import load_weights, newest_checkpoint, verify
+from .checkpoint import load_weights, newest_checkpoint, verify, write_json_atomic
 from .config import from_dict, latent_frames
 from .data.video import write_frames, write_gif, write_video
 from .diffusion import ddim_sample, ddpm_sample
@@ -135,7 +135,10 @@ def _claim_folder(out_dir: Path, key: dict, overwrite: bool) -> None:
     `key` is refused, or with `overwrite` emptied of them first; the record of this set is written before any video."""
     record = out_dir / SAMPLES_RECORD
     old = sorted(out_dir.glob("sample_*")) + [p for p in (out_dir / "latents.safetensors",) if p.exists()]
-    theirs = json.loads(record.read_text()) if record.exists() else None
+    try:
+        theirs = json.loads(record.read_text()) if record.exists() else None
+    except ValueError:   # a damaged record: no record of their settings
+        theirs = None
     if old and theirs != key:
         if not overwrite:
             what = (f"checkpoint {theirs.get('checkpoint')}, seed {theirs.get('seed')}, {theirs.get('num')} videos"
@@ -146,9 +149,7 @@ def _claim_folder(out_dir: Path, key: dict, overwrite: bool) -> None:
         for p in old:
             shutil.rmtree(p) if p.is_dir() else p.unlink()
         shutil.rmtree(out_dir / ".batches", ignore_errors=True)
-    tmp = record.with_name(record.name + ".tmp")
-    tmp.write_text(json.dumps(key, indent=1))
-    os.replace(tmp, record)
+    write_json_atomic(record, key)
 
 
 def _batch_folder(out_dir: Path, key: dict, rank: int, world: int) -> Path:

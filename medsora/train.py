@@ -26,8 +26,7 @@ import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from .cache import LatentDataset
-from .checkpoint import (CheckpointError, list_checkpoints, load_checkpoint, newest_checkpoint, save_checkpoint,
-                         verify)
+from .checkpoint import list_checkpoints, load_checkpoint, newest_checkpoint, save_checkpoint
 from .config import Config, to_dict, to_yaml
 from .diffusion import GaussianDiffusion
 from .errors import MedsoraError
@@ -121,14 +120,15 @@ def train(cfg: Config, cache_dir: str | Path, run_dir: str | Path | None = None,
     `train` into it is refused, naming the holder.
     """
     run_dir = Path(run_dir or cfg.train.out_dir)
-    if int(os.environ.get("RANK", "0")) != 0:   # torchrun: process 0 holds the lock for the job
-        return _train(cfg, cache_dir, run_dir, resume, progress, device)
+    start_from = None if resume == "restart" else resume
+    if int(os.environ.get("RANK", "0")) != 0:   # torchrun: process 0 holds the lock (and moves a restart's files
+        return _train(cfg, cache_dir, run_dir, start_from, progress, device)   # aside before the group starts)
     existed = run_dir.exists()
     try:
         with folder_lock(run_dir, "train"):
             if resume == "restart":
                 _move_aside(run_dir)
-            return _train(cfg, cache_dir, run_dir, None if resume == "restart" else resume, progress, device)
+            return _train(cfg, cache_dir, run_dir, start_from, progress, device)
     except BaseException:
         if not existed and {p.name for p in run_dir.iterdir()} <= {LOCK}:   # a refused run leaves no folder
             shutil.rmtree(run_dir, ignore_errors=True)
@@ -159,14 +159,9 @@ def resume_point(run_dir: Path, resume: str | None) -> Path | None:
         if not (Path(resume) / "meta.json").exists():
             raise TrainError(f"--resume {resume}: no checkpoint there (expected a folder with meta.json)")
         return Path(resume)
-    newest = newest_checkpoint(run_dir)
+    reasons: list[str] = []
+    newest = newest_checkpoint(run_dir, failures=reasons)   # each checkpoint checksummed once
     if newest is None and found:
-        reasons = []
-        for ckpt in found:
-            try:
-                verify(ckpt)
-            except CheckpointError as e:
-                reasons.append(str(e))
         raise TrainError(f"none of the {len(found)} checkpoints in {run_dir} verifies ({'; '.join(reasons)}). "
                          "Nothing was changed: restore the files, or start over with --resume restart (the old "
                          "checkpoints and log are moved aside, not deleted)")

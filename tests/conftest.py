@@ -12,6 +12,14 @@ def synth_mp4(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def vae():
+    """The tiny 3D causal VAE (random, seed 0) that the cache, train and sample tests encode with; read-only."""
+    from medsora.vae.autoencoder import VideoVAE
+
+    return VideoVAE.tiny(seed=0).eval()
+
+
+@pytest.fixture(scope="session")
 def synth_frames(tmp_path_factory):
     """3 synthetic videos as folders of PNG frames, nested one level down."""
     from medsora.data.synth import write_dataset

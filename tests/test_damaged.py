@@ -21,7 +21,6 @@ from medsora.data.video import write_frames
 from medsora.errors import MedsoraError
 from medsora.models.medsora import build_model
 from medsora.train import train
-from medsora.vae.autoencoder import VideoVAE
 
 SHARD = "shard-00001.safetensors"
 
@@ -29,11 +28,6 @@ SHARD = "shard-00001.safetensors"
 def tiny_cfg(root, *extra):
     return load_config("tiny", overrides=[f"data.root={root}", "data.num_frames=8", "data.frame_stride=2",
                                           "data.clip_offsets=2", "train.align=false", "train.log_every=1", *extra])
-
-
-@pytest.fixture(scope="module")
-def vae():
-    return VideoVAE.tiny(seed=0).eval()
 
 
 @pytest.fixture(scope="module")

@@ -202,7 +202,7 @@ def test_odd_corpus_check_lists_everything(tmp_path, capsys):
     assert {s.path for s in ds.sources} == usable
     for i in range(len(ds)):
         for o in range(2):
-            item = ds.load_clip(i, flip=False, offset=o, offsets=2, own_images=o == 0)
+            item = ds.load_clip(i, flip=False, offset=o, offsets=2, images="own" if o == 0 else None)
             assert item["video"].shape == (9, 3, 64, 64)
 
 

@@ -12,18 +12,12 @@ from medsora.config import load_config
 from medsora.runlock import LockedError, folder_lock
 from medsora.sample import sample
 from medsora.train import TrainError, train
-from medsora.vae.autoencoder import VideoVAE
 
 
 def cfg_of(root, *extra):
     return load_config("tiny", overrides=[f"data.root={root}", "data.num_frames=8", "data.frame_stride=2",
                                           "data.clip_offsets=1", "train.align=false", "train.batch_size=4",
                                           "train.ckpt_every=1", "train.max_steps=2", *extra])
-
-
-@pytest.fixture(scope="module")
-def vae():
-    return VideoVAE.tiny(seed=0).eval()
 
 
 @pytest.fixture(scope="module")

@@ -23,11 +23,6 @@ def tiny_cfg(root, *extra):
 
 
 @pytest.fixture(scope="module")
-def vae():
-    return VideoVAE.tiny(seed=0).eval()
-
-
-@pytest.fixture(scope="module")
 def cache(synth_mp4, vae, tmp_path_factory):
     out = tmp_path_factory.mktemp("cache")
     build_cache(tiny_cfg(synth_mp4), vae, out, shard_size=3, progress=False)
@@ -54,7 +49,7 @@ def test_cache_equals_pixels_through_vae(cache, synth_mp4, vae):
     cfg = tiny_cfg(synth_mp4)
     pixels = ClipDataset(synth_mp4, cfg.data, seed=cfg.train.seed)
     clip = pixels.load_clip(3, flip=True, offset=1, offsets=2)
-    images = pixels.load_clip(5, flip=True, offset=0, own_images=True)["images"]   # clip 5's own chunk
+    images = pixels.load_clip(5, flip=True, offset=0, images="own")["images"]   # clip 5's own chunk
     ds = LatentDataset(cache)
     with torch.no_grad():
         z_pix = ds.norm.normalize(vae.encode(clip["video"][None, :-1])[0])

@@ -8,7 +8,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from medsora.errors import MedsoraError
-from medsora.vae.autoencoder import TINY_CONFIG, WEIGHTS_NAME, VideoVAE
+from medsora.vae.autoencoder import WEIGHTS_NAME, VideoVAE
 from medsora.weights_check import WeightsError
 
 

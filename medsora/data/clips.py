@@ -92,10 +92,11 @@ class ClipDataset(torch.utils.data.Dataset):
         return self.clips[index][1] + offset * self.room(index) // offsets
 
     def load_clip(self, index: int, flip: bool | None = None, offset: int | None = None, offsets: int = 1,
-                  own_images: bool = False) -> dict:
+                  images: str | None = "other") -> dict:
         """Clip `index` without the fallback; raises VideoError on a bad file. `offset` of `offsets` picks one of
         the evenly spaced starts in the window (None: a start drawn at random, as training from pixels does);
-        `own_images` takes the joint images from the clip's own source (what the cache stores)."""
+        `images`: the joint images, single frames of other sources ("other"), one chunk of the clip's own source
+        ("own", what the cache stores), or none (None: nothing decoded for them)."""
         src = self.clips[index][0]
         rng = self.rng(index)
         if flip is None:
@@ -105,7 +106,7 @@ class ClipDataset(torch.utils.data.Dataset):
         else:
             start = self.offset_start(index, offset, offsets)
         video = self._read(src, self.frame_indices(start))
-        images = self._images(src, rng, own=own_images)
+        images = self._images(src, rng, images)
         if flip:
             video, images = video.flip(-1), images.flip(-1)
         return {"video": video, "images": images, "flip": flip, "source": src, "start": start, "index": index}
@@ -114,11 +115,11 @@ class ClipDataset(torch.utils.data.Dataset):
         """(n, 3, size, size) in [-1, 1]; frames are downscaled while decoding."""
         return to_tensor(read_frames(self.root / self.sources[src].path, frames, self.cfg.size), self.cfg.size)
 
-    def _images(self, src: int, rng: np.random.Generator, own: bool = False) -> torch.Tensor:
+    def _images(self, src: int, rng: np.random.Generator, which: str | None = "other") -> torch.Tensor:
         n = self.cfg.num_images
-        if n == 0:
+        if n == 0 or which is None:
             return torch.empty(0, 3, self.cfg.size, self.cfg.size)
-        if own:   # one chunk of the source's own frames (the cache's image chunk of this clip)
+        if which == "own":   # one chunk of the source's own frames (the cache's image chunk of this clip)
             count = self.sources[src].num_frames
             frames = rng.choice(count, size=n, replace=n > count)
             return self._read(src, sorted(int(f) for f in frames))
