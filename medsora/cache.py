@@ -23,6 +23,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +40,7 @@ from .data.clips import ClipDataset
 from .data.video import VideoError
 from .errors import MedsoraError
 from .latent_norm import LatentNorm, wants_measured
+from .runlock import LOCK, folder_lock
 from .runtime import init_distributed
 
 log = logging.getLogger(__name__)
@@ -203,9 +205,24 @@ def build_cache(cfg: Config, vae, cache_dir: str | Path, flow: FlowTargets | Non
     """Encode all clips of `cfg.data.root` (both flips) into `cache_dir`; resumes, skips shards already done.
 
     Under torchrun each process encodes every N-th missing shard; process 0 alone writes the manifest, and
-    records the shards the others wrote (also those of a run killed before it could: on the next run)."""
-    rank, world, _, started_pg = init_distributed()
+    records the shards the others wrote (also those of a run killed before it could: on the next run). The
+    folder is locked while a cache is built into it: a second `cache` into it is refused, naming the holder."""
     cache_dir = Path(cache_dir)
+    if int(os.environ.get("RANK", "0")) != 0:   # torchrun: process 0 holds the lock for the group
+        return _build_cache(cfg, vae, cache_dir, flow, shard_size, progress)
+    existed = cache_dir.exists()
+    try:
+        with folder_lock(cache_dir, "cache"):
+            return _build_cache(cfg, vae, cache_dir, flow, shard_size, progress)
+    except BaseException:
+        if not existed and cache_dir.exists() and {p.name for p in cache_dir.iterdir()} <= {LOCK}:
+            shutil.rmtree(cache_dir, ignore_errors=True)   # a refused or failed first run leaves no folder
+        raise
+
+
+def _build_cache(cfg: Config, vae, cache_dir: Path, flow: FlowTargets | None, shard_size: int,
+                 progress: bool) -> Path:
+    rank, world, _, started_pg = init_distributed()
     cache_dir.mkdir(parents=True, exist_ok=True)
     ds = ClipDataset(cfg.data.root, cfg.data, seed=cfg.train.seed, progress=progress and rank == 0)
     manifest_path = cache_dir / MANIFEST
@@ -261,9 +278,13 @@ def build_cache(cfg: Config, vae, cache_dir: str | Path, flow: FlowTargets | Non
         tmp = cache_dir / (_shard_name(k) + ".tmp")
         shard_stats = None if stats is None else {"count": stats[0], "sum": stats[1].tolist(),
                                                   "sum_sq": stats[2].tolist()}
-        save_file(tensors, str(tmp), metadata={"clips": json.dumps(done), "failed": json.dumps(failed),
-                                               "stats": json.dumps(shard_stats)})
-        os.replace(tmp, cache_dir / _shard_name(k))
+        try:
+            save_file(tensors, str(tmp), metadata={"clips": json.dumps(done), "failed": json.dumps(failed),
+                                                   "stats": json.dumps(shard_stats)})
+            os.replace(tmp, cache_dir / _shard_name(k))
+        except BaseException:   # Ctrl-C or a full disk mid-write: no half file left behind
+            tmp.unlink(missing_ok=True)
+            raise
         if world == 1:  # recorded at once; with several processes, process 0 records them all at the end
             _adopt_shards(cache_dir, manifest, len(shards))
             write_json_atomic(manifest_path, manifest)

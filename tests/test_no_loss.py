@@ -126,3 +126,51 @@ def test_real_ctrl_c_in_train_is_one_line_and_resumable(run, synth_mp4, tmp_path
     lines = err.replace("\r", "\n").splitlines()                   # progress bars redraw with \r
     assert any(line.startswith("interrupted; rerun the same command") for line in lines), err[-2000:]
     assert list_checkpoints(tmp_path / "run")                     # what was written is intact: resumable
+
+
+def test_a_second_cache_into_a_busy_cache_folder_is_refused(run, synth_mp4, vae, tmp_path):
+    before = files_of(run / "cache")
+    with folder_lock(run / "cache", "cache"):                    # as a `medsora cache` still encoding there
+        with pytest.raises(LockedError, match=r"in use by `medsora cache` \(pid \d+"):
+            build_cache(cfg_of(synth_mp4), vae, run / "cache", progress=False)
+    assert files_of(run / "cache") == before
+    with folder_lock(tmp_path / "new", "cache"):
+        with pytest.raises(LockedError):
+            build_cache(cfg_of(synth_mp4), vae, tmp_path / "new", progress=False)
+    assert [p.name for p in (tmp_path / "new").iterdir()] == [".lock"]   # the holder's folder, untouched
+
+
+def test_real_ctrl_c_in_cache_is_one_line_and_the_rerun_completes(vae, tmp_path):
+    """SIGINT to a running `medsora cache`: exit 130, one line, no traceback; rerunning finishes the cache with
+    the shards written before the interrupt kept."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from medsora.data.synth import write_dataset
+
+    write_dataset(tmp_path / "data", videos=3, seed=1, frames=160, size=64, fmt="mp4")
+    vae.save_pretrained(tmp_path / "vae")
+    args = [sys.executable, "-m", "medsora.cli", "cache", "--out", str(tmp_path / "cache"), "--shard-size", "1",
+            "--device", "cpu", "--preset", "tiny", f"data.root={tmp_path / 'data'}", f"vae.path={tmp_path / 'vae'}",
+            "data.num_frames=8", "data.frame_stride=1", "data.clip_offsets=4"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    start = time.time()
+    while len(list((tmp_path / "cache").glob("shard-*.safetensors"))) < 2 and time.time() - start < 120:
+        time.sleep(0.1)                                            # encoding is under way
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err[-2000:]
+    assert "Traceback" not in err, err[-2000:]
+    assert any(line.startswith("interrupted; rerun the same command")
+               for line in err.replace("\r", "\n").splitlines()), err[-2000:]
+    kept = {p.name: p.read_bytes() for p in (tmp_path / "cache").glob("shard-*.safetensors")}
+    assert kept and not list((tmp_path / "cache").glob("*.tmp"))   # whole shards only
+    done = subprocess.run(args, capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    manifest = json.loads((tmp_path / "cache" / "manifest.json").read_text())
+    assert len(manifest["shards"]) == manifest["num_clips"] > len(kept)
+    assert all((tmp_path / "cache" / name).read_bytes() == data for name, data in kept.items())   # not redone
