@@ -159,22 +159,31 @@ class FlowTargets:
 def flow_targets_from_config(cfg: Config, device: str | torch.device = "cpu") -> FlowTargets:
     """Flow estimator + DINO + Sampling() as the config says; a missing weight file is a clear error."""
     from .flow.dino import load_dino
+    from .flow.patch_features import FlowPatchFeatures
     from .flow.flow import build_flow
     from .flow.targets import Sampling, clip_targets
 
     f, m = cfg.flow, cfg.model
     if not m.align_layers:
         raise CacheError("model.align_layers is empty: no block is aligned, so there is no flow target to cache")
-    if not f.dino_weights:
+    features = flow_features_of(cfg)
+    if features == "dino" and not f.dino_weights:
         raise CacheError("flow targets need DINO ViT-S/8 weights: set flow.dino_weights=/path/to/"
-                         "dino_deitsmall8_pretrain.pth (see README, 'Pretrained weights')")
+                         "dino_deitsmall8_pretrain.pth (see README, 'Pretrained weights'), or flow.features=patches "
+                         "for weight-free features (not the paper's method)")
     if f.method == "raft":
         method, iters = "raft_large", f"|iters:{f.raft_iters}"
         estimator = build_flow(method, f.raft_weights or "hub", num_flow_updates=f.raft_iters).to(device)
     else:
         method, iters = f.method, ""
         estimator = build_flow(method).to(device)
-    dino = load_dino(f.dino_weights, img_size=cfg.data.size).to(device)
+    if features == "dino":
+        dino = load_dino(f.dino_weights, img_size=cfg.data.size).to(device)
+        feature_desc = f"dino:{Path(f.dino_weights).name}"
+    else:
+        log.warning("alignment targets from weight-free flow-patch features, not DINO (flow.features=%s%s): "
+                    "not the paper's method", f.features, ", no flow.dino_weights" if f.features == "auto" else "")
+        dino, feature_desc = FlowPatchFeatures(), "patches:v1"
     tokens = (m.input_size[0] // m.patch_size) * (m.input_size[1] // m.patch_size)
     sampling = Sampling(cfg.data.num_frames, latent_frames(cfg.data.num_frames), (tokens, m.hidden_size),
                         grid=f.resize == "grid")
@@ -186,9 +195,16 @@ def flow_targets_from_config(cfg: Config, device: str | torch.device = "cpu") ->
     # compared with the manifest's: a cache built with other flow settings is refused (the default token resize
     # adds nothing, so caches written before that option existed stay valid)
     desc = f"{method}:{Path(f.raft_weights).name if f.raft_weights else 'default'}{iters}" \
-           f"|dino:{Path(f.dino_weights).name}|{f.colour}|{tokens}x{m.hidden_size}" \
+           f"|{feature_desc}|{f.colour}|{tokens}x{m.hidden_size}" \
            f"{'|resize:grid' if f.resize == 'grid' else ''}"
     return FlowTargets(fn, layers, desc)
+
+
+def flow_features_of(cfg: Config) -> str:
+    """"dino" or "patches": the features `cache --flow` computes for this config (auto: DINO when its weights are
+    given)."""
+    f = cfg.flow.features
+    return ("dino" if cfg.flow.dino_weights else "patches") if f == "auto" else f
 
 
 def vae_source(cfg: Config) -> dict:

@@ -133,6 +133,7 @@ class FlowConfig:
     method: str = "raft"             # raft or farneback (no weights needed)
     raft_weights: str = ""           # torchvision raft_large .pth; "" = torchvision cache / hub
     dino_weights: str = ""           # DINO ViT-S/8 weights file
+    features: str = "dino"           # dino (the paper), patches (weight-free, NOT the paper's) or auto (dino when dino_weights is set)
     raft_iters: int = 20             # RAFT refinement iterations (the authors: 20; torchvision's default: 12)
     colour: str = "hsv"              # hsv (paper Eq. 13) or middlebury (the authors' code)
     resize: str = "tokens"           # Sampling()'s resize: tokens (raster token axis; Table 1, the authors) or grid (2D grid)
@@ -182,6 +183,7 @@ def preset(name: str) -> Config:
             diffusion=DiffusionConfig(sample_steps=50),
             train=TrainConfig(epochs=20, warm_epochs=0, lr=1e-3, batch_size=4, warm_batch_size=4,
                               ema_decay=0.99, grad_clip_from_epoch=0, out_dir="runs/tiny", ckpt_every=200),
+            flow=FlowConfig(features="auto"),   # weight-free flow features where no DINO weights are given
         )
     return Config(preset=name, model=model)
 
@@ -654,6 +656,7 @@ def validate(cfg: Config) -> Config:
     _check(f.method in ("raft", "farneback"), "flow.method", f.method, "raft or farneback")
     _check(f.raft_iters >= 1, "flow.raft_iters", f.raft_iters, "an integer >= 1 (the authors use 20)")
     _check(f.colour in ("hsv", "middlebury"), "flow.colour", f.colour, "hsv or middlebury")
+    _check(f.features in ("dino", "patches", "auto"), "flow.features", f.features, "dino, patches or auto")
     _check(f.resize in ("tokens", "grid"), "flow.resize", f.resize, "tokens or grid")
     _check(f.variant in ("channel", "batch", "token"), "flow.variant", f.variant, "channel, batch or token")
     return cfg

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from .config import load_config
+from .demo_targets import demo_targets
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ def latent_stats(cache_dir: Path, sampled: Path) -> dict:
 def run_demo(out: str | Path = "runs/demo", videos: int = 12, frames: int = 100, vae_steps: int = 300,
              train_steps: int = 3000, samples: int = 8, sample_steps: int = 50, dino_weights: str = "",
              raft_weights: str = "", weights_dir: str | None = None, seed: int = 0, progress: bool = True,
-             overrides: list[str] | None = None) -> dict:
+             overrides: list[str] | None = None, align: bool = True) -> dict:
     from .cache import build_cache, flow_targets_from_config
     from .data.clips import video_loader
     from .data.synth import write_dataset
@@ -67,7 +68,6 @@ def run_demo(out: str | Path = "runs/demo", videos: int = 12, frames: int = 100,
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
-    align = bool(dino_weights)
     cfg = load_config("tiny", overrides=[
         f"data.root={out / 'data'}", f"train.max_steps={train_steps}", "train.epochs=1000",
         "train.holdout_clips=4", f"train.eval_every={max(train_steps // 6, 1)}", f"train.seed={seed}",
@@ -121,13 +121,16 @@ def run_demo(out: str | Path = "runs/demo", videos: int = 12, frames: int = 100,
 
     _stage(out, "metrics", timings, metrics_stage, progress)
 
-    if align:
-        notes.append(f"Optical-flow alignment was ON: flow by {cfg.flow.method} "
-                     f"({cfg.flow.raft_weights or 'no weights needed'}), DINO weights {dino_weights}, "
+    if align and dino_weights:
+        notes.append(f"Optical-flow alignment was ON with the paper's DINO ViT-S/8 features ({dino_weights}): flow "
+                     f"by {cfg.flow.method} ({cfg.flow.raft_weights or 'no weights needed'}), "
                      f"alpha={cfg.train.align_weight}, DINO layers {list(cfg.model.align_layers)}.")
+    elif align:
+        notes.append(f"Optical-flow alignment was ON with weight-free flow-patch features, NOT the paper's DINO "
+                     f"features (no DINO ViT-S/8 weights given; --dino-weights uses them): flow by {cfg.flow.method}, "
+                     f"alpha={cfg.train.align_weight}, layers {list(cfg.model.align_layers)}.")
     else:
-        notes.append("Optical-flow alignment was OFF: it needs DINO ViT-S/8 weights (flow.dino_weights / "
-                     "--dino-weights), which cannot be downloaded here. No substitute features were used.")
+        notes.append("Optical-flow alignment was OFF (--no-align).")
     from .report import read_jsonl
 
     rows = read_jsonl(out / "run" / "metrics.jsonl")
@@ -140,7 +143,13 @@ def run_demo(out: str | Path = "runs/demo", videos: int = 12, frames: int = 100,
     notes.append("sampled vs data latents, per channel: mean {} vs {}, std {} vs {} (worst relative std gap {:.1%})"
                  .format(lat["sampled_mean"], lat["data_mean"], lat["sampled_std"], lat["data_std"],
                          lat["worst_std_gap"]))
-    summary = {"headline": headline, "latent_stats": lat, "timings": {**timings, "total": sum(timings.values())}, "notes": notes,
+    from .report import clip_sets, clip_stats, summarize
+
+    sets = clip_sets({"data": {"num_frames": cfg.data.num_frames, "frame_stride": cfg.data.frame_stride,
+                               "size": cfg.data.size}}, out / "samples", out / "data", out / "reconstructions", samples)
+    means = {name: summarize(clip_stats(vids)) for name, vids in sets.items()}
+    targets = demo_targets(means, vae_metrics["compensated"]["psnr"])
+    summary = {"headline": headline, "targets": targets, "clip_stats": means, "latent_stats": lat, "timings": {**timings, "total": sum(timings.values())}, "notes": notes,
                "eval_mse": [(r["step"], r["eval_mse"]) for r in evals]}
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     summary["report"] = str(build_report(out, samples_dir=out / "samples", real_dir=out / "data",

@@ -26,15 +26,25 @@ def clip_stats(videos: list[np.ndarray]) -> dict:
     """Per-video statistics of uint8 (T, H, W, 3) clips, as lists over the videos.
 
     rgb_mean: mean colour; rgb_std: spatial contrast; motion: mean |frame_t+1 - frame_t| in grey levels;
-    dark: fraction of pixels below 20 (the vignette outside an endoscope's field of view).
+    dark: fraction of pixels below 20 (the vignette outside an endoscope's field of view); sharpness: mean squared
+    3x3 Laplacian of the grey frames (grey levels^2: texture, edges, highlights); flow_jitter: mean end-point
+    difference (px) between the Farnebäck flows of consecutive frame pairs (low: smooth, coherent motion).
     """
-    out = {"rgb_mean": [], "rgb_std": [], "motion": [], "dark": []}
+    import cv2
+
+    out = {"rgb_mean": [], "rgb_std": [], "motion": [], "dark": [], "sharpness": [], "flow_jitter": []}
     for v in videos:
         x = v.astype(np.float32)
+        grey = [cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in v]
         out["rgb_mean"].append(x.mean(axis=(0, 1, 2)).tolist())
         out["rgb_std"].append(x.std(axis=(1, 2)).mean(0).tolist())
         out["motion"].append(float(np.abs(np.diff(x, axis=0)).mean()) if len(x) > 1 else 0.0)
         out["dark"].append(float((x.max(-1) < 20).mean()))
+        out["sharpness"].append(float(np.mean([(cv2.Laplacian(g.astype(np.float32), cv2.CV_32F, ksize=1) ** 2).mean()
+                                               for g in grey])))
+        flows = [cv2.calcOpticalFlowFarneback(a, b, None, 0.5, 3, 15, 3, 5, 1.2, 0) for a, b in zip(grey, grey[1:])]
+        out["flow_jitter"].append(float(np.mean([np.linalg.norm(f1 - f0, axis=-1).mean()
+                                                 for f0, f1 in zip(flows, flows[1:])])) if len(flows) > 1 else 0.0)
     return out
 
 
@@ -175,6 +185,37 @@ def _table(rows: list[list], head: list[str]) -> str:
     return f"<table><tr>{h}</tr>{body}</table>"
 
 
+def clip_sets(cfg: dict, samples_dir: Path, real_dir: Path, recon_dir: Path, num: int) -> dict[str, list]:
+    """{"real", "real through the VAE", "generated"}: up to `num` uint8 clips of each set that exists; real clips
+    read with the generated clips' length and size (else the config's)."""
+    data = cfg.get("data", {})
+    fake = load_videos(samples_dir, num) if samples_dir.exists() else []
+    frames = fake[0].shape[0] if fake else data.get("num_frames")
+    size = fake[0].shape[1] if fake else data.get("size")
+    real = load_videos(real_dir, num, frames, data.get("frame_stride", 1), size) if real_dir.exists() else []
+    recon = load_videos(recon_dir, num) if recon_dir.exists() else []
+    return {name: vids for name, vids in (("real", real), ("real through the VAE", recon), ("generated", fake)) if vids}
+
+
+def _targets_section(summary: dict) -> str:
+    rows = [[t["target"], t["measured"], "met" if t["met"] else "NOT met"] for t in summary.get("targets", [])]
+    return "<h2>Targets</h2>" + _table(rows, ["target", "measured", ""]) if rows else ""
+
+
+def _alignment_section(run_dir: Path) -> str:
+    """Whether the run trained with optical-flow alignment, and with which features (RUN/alignment.json)."""
+    path = next((p for p in (run_dir / "alignment.json", run_dir / "run" / "alignment.json") if p.exists()), None)
+    try:
+        rec = json.loads(path.read_text()) if path else None
+    except (OSError, ValueError):
+        rec = None
+    if not isinstance(rec, dict):
+        return ""
+    text = (f"ON: features {rec.get('features')}, weight {rec.get('weight')}, blocks aligned to layers "
+            f"{rec.get('layers')} (targets {rec.get('targets')})" if rec.get("align") else "OFF")
+    return f"<h2>Optical-flow alignment</h2><p>{html.escape(text)}</p>"
+
+
 def build_report(run_dir: str | Path, samples_dir: str | Path | None = None, real_dir: str | Path | None = None,
                  out: str | Path | None = None, num: int = 6, recon_dir: str | Path | None = None) -> Path:
     """Write `report.html` (default: in run_dir) from what the run folder holds; returns its path.
@@ -201,14 +242,8 @@ def build_report(run_dir: str | Path, samples_dir: str | Path | None = None, rea
         parts.append(f"<p class=summary>{html.escape(summary.get('headline', ''))}</p>")
 
     # clips side by side
-    data = cfg.get("data", {})
-    fake = load_videos(samples_dir, num) if samples_dir.exists() else []
-    frames = fake[0].shape[0] if fake else data.get("num_frames")
-    size = fake[0].shape[1] if fake else data.get("size")
-    real = load_videos(real_dir, num, frames, data.get("frame_stride", 1), size) if real_dir.exists() else []
-    recon_dir = Path(recon_dir) if recon_dir else run_dir / "reconstructions"
-    recon = load_videos(recon_dir, num) if recon_dir.exists() else []
-    sets = {name: vids for name, vids in (("real", real), ("real through the VAE", recon), ("generated", fake)) if vids}
+    sets = clip_sets(cfg, samples_dir, real_dir, Path(recon_dir) if recon_dir else run_dir / "reconstructions", num)
+    real, recon, fake = (sets.get(k, []) for k in ("real", "real through the VAE", "generated"))
     if real or fake:
         parts.append("<h2>Real and generated clips</h2><div class=grid>")
         for name, vids in sets.items():
@@ -253,6 +288,8 @@ def build_report(run_dir: str | Path, samples_dir: str | Path | None = None, rea
         rows = [[k, "not computed" if v.get("value") is None else f"{v['value']:.4g}", v.get("reason", "")]
                 for k, v in metrics.items()]
         parts.append("<h2>Metrics</h2>" + _table(rows, ["metric", "value", "note"]))
+    parts.append(_targets_section(summary))
+    parts.append(_alignment_section(run_dir))
     if summary.get("timings"):
         rows = [[k, f"{v:.1f}"] for k, v in summary["timings"].items()]
         parts.append("<h2>Timings</h2>" + _table(rows, ["stage", "seconds"]))

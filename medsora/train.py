@@ -26,7 +26,7 @@ import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from .cache import LatentDataset
-from .checkpoint import list_checkpoints, load_checkpoint, newest_checkpoint, save_checkpoint
+from .checkpoint import list_checkpoints, load_checkpoint, newest_checkpoint, save_checkpoint, write_json_atomic
 from .config import Config, to_dict, to_yaml
 from .diffusion import GaussianDiffusion
 from .errors import MedsoraError
@@ -137,7 +137,7 @@ def train(cfg: Config, cache_dir: str | Path, run_dir: str | Path | None = None,
 
 def _move_aside(run_dir: Path) -> None:
     """--resume restart: the run's checkpoints, log and config go to RUN/previous-TIME/ (nothing is deleted)."""
-    names = [n for n in ("checkpoints", "metrics.jsonl", "config.yaml", "tb") if (run_dir / n).exists()]
+    names = [n for n in ("checkpoints", "metrics.jsonl", "config.yaml", "alignment.json", "tb") if (run_dir / n).exists()]
     if not names:
         return
     dest = run_dir / time.strftime("previous-%Y%m%d-%H%M%S")
@@ -234,6 +234,7 @@ def _train(cfg: Config, cache_dir: str | Path, run_dir: Path, resume: str | None
         log.info("resumed from %s (step %d, epoch %d)", ckpt, step, epoch)
     if main:
         (run_dir / "config.yaml").write_text(to_yaml(cfg))
+        write_json_atomic(run_dir / "alignment.json", alignment_record(align, full.manifest, cfg))
     metrics_file = open(run_dir / "metrics.jsonl", "a") if main else None
     tb = _tensorboard(run_dir) if main else None
 
@@ -381,6 +382,16 @@ def _tensorboard(run_dir: Path):
     except ImportError:
         return None
     return SummaryWriter(str(run_dir / "tb"))
+
+
+def alignment_record(align: bool, manifest: dict, cfg: Config) -> dict:
+    """What this run aligned with, for the report and the reader: on/off, and the cache's flow targets by name
+    (DINO ViT-S/8, the paper's, or the weight-free flow patches, which are not)."""
+    targets = manifest.get("flow") or ""
+    features = ("DINO ViT-S/8 (the paper's)" if "|dino:" in targets else
+                "flow patches (weight-free, NOT the paper's DINO features)" if "|patches:" in targets else None)
+    return {"align": align, "features": features if align else None, "targets": targets if align else None,
+            "weight": cfg.train.align_weight if align else 0.0, "layers": list(cfg.model.align_layers) if align else []}
 
 
 def alignment_loss_of(feats: list[torch.Tensor], flow: torch.Tensor, aligned_blocks: list[tuple[int, int]],

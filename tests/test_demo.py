@@ -14,10 +14,16 @@ def test_demo_end_to_end_and_resume(tmp_path, capsys):
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["timings"]) >= {"data", "vae", "cache", "train", "sample", "reconstruct", "metrics", "total"}
     assert [s for s, _ in summary["eval_mse"]][0] == 0 and summary["eval_mse"][-1][0] == 4
-    assert any("alignment was OFF" in n for n in summary["notes"])       # no DINO weights here: said, not faked
+    # no DINO weights here: alignment runs with the weight-free features, and says so
+    assert any("alignment was ON with weight-free flow-patch features, NOT the paper's" in n for n in summary["notes"])
+    assert json.loads((out / "run" / "alignment.json").read_text())["align"] is True
+    assert [t["target"].split()[0] for t in summary["targets"]] == ["VAE", "VAE", "generated", "generated", "generated"]
+    assert all(isinstance(t["met"], bool) and t["measured"] for t in summary["targets"])
+    assert "targets met:" in printed and "weight-free, NOT the paper" in (out / "report.html").read_text()
     page = (out / "report.html").read_text()
     for needle in ("Real and generated clips", "Training", "Metrics", "not computed", "Generated vs real", "Timings",
-                   "real through the VAE", "a gap between them and the generated clips the model's"):
+                   "real through the VAE", "a gap between them and the generated clips the model's", "Targets",
+                   "Optical-flow alignment"):
         assert needle in page, needle
     assert len(list((out / "samples").glob("*.mp4"))) == 2 and len(list((out / "reconstructions").glob("*.mp4"))) == 2
     assert set(json.loads((out / "clip_stats.json").read_text())) == {"real", "vae_reconstructed", "generated"}

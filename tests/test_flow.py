@@ -378,3 +378,46 @@ def test_flow_resize_reaches_sampling(small_dino):
     assert tokens.description != grid.description and "resize:grid" in grid.description
     with pytest.raises(ConfigError, match=r"flow\.resize"):
         _targets_cfg("flow.resize=bicubic")
+
+
+# ----------------------------------------------------------------------------------------------
+# weight-free flow-patch features (flow.features=patches): DINO's interface, not the paper's features
+
+def test_flow_patch_features_are_blurred_patches_in_dino_layout():
+    from medsora.flow.patch_features import FlowPatchFeatures
+
+    torch.manual_seed(0)
+    images = torch.rand(3, 3, 64, 48)
+    model = FlowPatchFeatures()
+    assert not list(model.parameters())                                 # nothing to load or train
+    feats = dino_features(model, images, (0, 11, 4))                    # the path flow_targets takes
+    assert sorted(feats) == [0, 4, 11] and all(f.shape == (3, 8 * 6, 192) for f in feats.values())
+    # layer 0 by hand: token (r, c) = the 8x8 RGB patch at row r, column c, channel-major, LayerNorm-ed
+    patch = images[1, :, 8 * 2:8 * 3, 8 * 5:8 * 6].reshape(-1)
+    assert torch.allclose(feats[0][1, 2 * 6 + 5], (patch - patch.mean()) / (patch.var(unbiased=False) + 1e-5).sqrt(),
+                          atol=1e-5)
+    assert [model.blur(i) for i in (0, 2, 3, 6, 9, 11)] == [1, 1, 3, 7, 15, 15]   # context grows with depth
+    assert not torch.allclose(feats[0], feats[11], atol=1e-2)
+    flat = torch.full_like(images, 0.5)                                 # a blur of a constant patch changes nothing
+    flat_feats = model(flat, (0, 11))
+    assert torch.equal(flat_feats[0], flat_feats[11])
+    with pytest.raises(ValueError, match="layers"):
+        model(images, (12,))
+
+
+def test_flow_features_config_picks_dino_or_patches_and_names_them():
+    desc = lambda *o: flow_targets_from_config(load_config("tiny", overrides=["flow.method=farneback", *o])).description  # noqa: E731
+    assert "|patches:v1|" in desc()                                     # tiny: auto, no DINO weights -> patches
+    assert "|patches:v1|" in desc("flow.features=patches", "flow.dino_weights=x.pth")
+    with pytest.raises(CacheError, match=r"DINO ViT-S/8 weights.*flow\.features=patches"):
+        desc("flow.features=dino")
+    b = load_config("B", overrides=["flow.method=farneback"])
+    assert b.flow.features == "dino"                                    # the paper's presets never substitute
+    with pytest.raises(CacheError, match="DINO ViT-S/8 weights"):
+        flow_targets_from_config(b)
+    with pytest.raises(ConfigError, match=r"flow\.features"):
+        load_config("tiny", overrides=["flow.features=sift"])
+
+
+def test_auto_with_dino_weights_uses_dino(small_dino):
+    assert "|dino:unused.pth|" in flow_targets_from_config(_targets_cfg("flow.method=farneback")).description

@@ -346,6 +346,27 @@ def test_alignment_end_to_end_adds_no_parameters(synth_mp4, vae, tmp_path):
         build_cache(off, vae, tmp_path / "c", shard_size=4, progress=False)
 
 
+def test_alignment_with_weight_free_features_trains_and_says_so(synth_mp4, vae, tmp_path):
+    """No DINO weights (tiny: flow.features=auto): cache --flow computes flow-patch features, training aligns with
+    them, and the run folder and its report name them as not the paper's."""
+    from medsora.cache import flow_targets_from_config
+    from medsora.report import build_report
+
+    cfg = tiny_cfg(synth_mp4, "flow.method=farneback", "train.align=true", "train.max_steps=2", "train.align_margin=0")
+    build_cache(cfg, vae, tmp_path / "c", flow=flow_targets_from_config(cfg), shard_size=4, progress=False)
+    item = LatentDataset(tmp_path / "c").get(0, 1)
+    assert item["flow"].shape == (2, 2, 16, 64) and item["flow"].std() > 0
+    train(cfg, tmp_path / "c", tmp_path / "on", progress=False)
+    rows = [json.loads(line) for line in (tmp_path / "on" / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["align"] > 0 for r in rows if "align" in r)
+    rec = json.loads((tmp_path / "on" / "alignment.json").read_text())
+    assert rec["align"] and "NOT the paper's" in rec["features"] and "|patches:v1|" in rec["targets"]
+    html = build_report(tmp_path / "on").read_text()
+    assert "Optical-flow alignment" in html and "weight-free, NOT the paper" in html
+    train(tiny_cfg(synth_mp4, "train.max_steps=2"), tmp_path / "c", tmp_path / "off", progress=False)
+    assert json.loads((tmp_path / "off" / "alignment.json").read_text())["align"] is False
+
+
 class _Payload:
     def __init__(self, marker):
         self.marker = marker

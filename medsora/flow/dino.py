@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
 
+from .patch_features import FlowPatchFeatures
 from ..weights_check import WeightsError, load_checked, one_line, state_dict_of, unreadable
 
 DINO_NAME = "vit_small_patch8_224.dino"
@@ -82,6 +83,8 @@ def dino_features(model: VisionTransformer, images: torch.Tensor, layers: Sequen
     (`norm=True`, as DINO's get_intermediate_layers), CLS dropped, then LayerNorm without affine.
     Returns {layer: (N, H/p · W/p, dim)} in float32.
     """
+    if isinstance(model, FlowPatchFeatures):   # the weight-free stand-in (flow.features=patches)
+        return model(images, layers)
     layers = sorted(set(int(i) for i in layers))
     depth = len(model.blocks)
     if not layers or layers[0] < 0 or layers[-1] >= depth:
