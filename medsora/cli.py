@@ -127,11 +127,11 @@ def cmd_sample(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from .evaluate import evaluate, format_table
+    from .evaluate import evaluate, format_table, table2_row
 
     res = evaluate(args.real, args.fake, num=args.num, metrics=args.metrics, weights_dir=args.weights, out=args.out,
-                   real_stride=args.real_stride, device=args.device)
-    _say(format_table(res).rstrip("\n"))
+                   real_stride=args.real_stride, device=args.device, real_clips=args.real_clips)
+    _say(format_table(res).rstrip("\n") + "\n\n" + table2_row(res).rstrip("\n"))
     if all(r["value"] is None for r in res.values()):
         print("error: no metric was computed; the table says why for each", file=sys.stderr)
         return 2
@@ -293,7 +293,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--fake", required=True, help="folder of generated videos")
     ev.add_argument("--num-clips", "--num", dest="num", type=int, default=2048,
                     help="clips per set (default 2048, the paper's; under torchrun spell it --num-clips)")
-    ev.add_argument("--metrics", default="fvd,cdfvd,fid,is,fc", help="comma-separated subset")
+    ev.add_argument("--metrics", default="fvd,cdfvd,fid,isv,is,fc",
+                    help="comma-separated subset (isv: the tables' video IS, C3D; is: IS of the frames)")
+    ev.add_argument("--real-clips", choices=["per-video", "fill"], default="per-video",
+                    help="per-video: one clip per real video (StyleGAN-V, the published tables); fill: seeded random "
+                         "clips of the videos in turn until --num-clips")
     ev.add_argument("--weights", default=None, help="folder holding the metric networks' weight files")
     ev.add_argument("--out", default=None, help="JSON path for the results (a .md table is written beside it)")
     ev.add_argument("--real-stride", type=int, default=3, help="frame stride of real clips (1 for pre-cut clips)")

@@ -37,9 +37,10 @@ from .weights_check import WeightsError
 
 log = logging.getLogger(__name__)
 
-METRICS = ("fvd", "cdfvd", "fid", "is", "fc")
+METRICS = ("fvd", "cdfvd", "fid", "isv", "is", "fc")   # isv: the tables' "IS" (C3D); is: IS of the frames
 FRECHET = ("fvd", "cdfvd", "fid")  # metrics that compare the fake set with real statistics
-NETWORK = {"fvd": "i3d", "cdfvd": "videomae", "fid": "inception", "is": "inception", "fc": "clip"}
+NETWORK = {"fvd": "i3d", "cdfvd": "videomae", "fid": "inception", "isv": "c3d", "is": "inception", "fc": "clip"}
+REAL_CLIPS = ("per-video", "fill")   # StyleGAN-V's one clip per real video, or seeded clips until --num-clips
 NUM_FRAMES = 16
 DEFAULT_CACHE = Path.home() / ".cache" / "medsora" / "eval"
 
@@ -63,6 +64,10 @@ def load_extractor(network: str, weights_dir=None, device="cpu"):
         from .metrics.videomae import VideoMAEFeatures, load_videomae
 
         ext = VideoMAEFeatures(load_videomae(path, device), device)
+    elif network == "c3d":
+        from .metrics.c3d import C3DProbs, load_c3d
+
+        ext = C3DProbs(load_c3d(path, device), device, path)
     elif network == "inception":
         from .metrics.inception import InceptionFeatures, load_inception
 
@@ -84,9 +89,10 @@ def _weights_id(path: Path) -> list:
 # clips
 
 def plan_clips(root, num: int, stride: int = 1, random_start: bool = False, seed: int = 0,
-               index_dir="", progress: bool = True):
+               index_dir="", progress: bool = True, fill: bool = False):
     """[(source path, frame indices)] — one 16-frame clip per usable source, at most `num` — and the
-    list of (source, reason) skipped."""
+    list of (source, reason) skipped. `fill`: after one clip per source, more seeded random clips of the sources
+    in turn (each distinct from the others of its source while it has room) until `num` clips."""
     root = Path(root)
     entries = build_index(root, index_dir, progress=progress)
     rng = np.random.default_rng(seed)
@@ -102,7 +108,25 @@ def plan_clips(root, num: int, stride: int = 1, random_start: bool = False, seed
         else:
             start = int(rng.integers(0, e.num_frames - span + 1)) if random_start else 0
             plan.append((root / e.path, list(range(start, start + span, stride))))
+    if fill and plan and len(plan) < num:
+        plan = _fill_plan(plan, num, span, stride, entries, root, seed)
     return plan, skipped
+
+
+def _fill_plan(plan, num, span, stride, entries, root, seed):
+    """More clips of the planned sources, in turn, at seeded random starts not used yet for that source."""
+    frames = {root / e.path: e.num_frames for e in entries if e.ok}
+    used = {path: {idx[0]} for path, idx in plan}
+    rng = np.random.default_rng([seed, 1])
+    out, k = list(plan), 0
+    while len(out) < num:
+        path = plan[k % len(plan)][0]
+        free = [s for s in range(frames[path] - span + 1) if s not in used[path]]
+        start = int(rng.choice(free)) if free else int(rng.integers(0, frames[path] - span + 1))
+        used[path].add(start)
+        out.append((path, list(range(start, start + span, stride))))
+        k += 1
+    return out
 
 
 def content_hash(plan) -> str:
@@ -264,12 +288,14 @@ class _Job:
 
 def evaluate(real, fake, num: int = 2048, metrics=METRICS, weights_dir=None, batch_size: int = 8,
              device=None, cache_dir=DEFAULT_CACHE, progress: bool = True, out=None, real_stride: int = 3,
-             resolution: int | None = 128, seed: int = 0, workers: int = 2, is_splits: int = 10) -> dict:
+             resolution: int | None = 128, seed: int = 0, workers: int = 2, is_splits: int = 10,
+             real_clips: str = "per-video") -> dict:
     """Compute `metrics` of the videos under `fake` against those under `real`.
 
     Returns {metric: {"value": float, ...}} or {metric: {"value": None, "reason": ...}} per metric;
     writes `out` (JSON) and the same path with `.md` (a table) when `out` is given.
-    `cache_dir=None` switches the real-statistics cache off.
+    `cache_dir=None` switches the real-statistics cache off. `real_clips`: "per-video" (StyleGAN-V: one clip per
+    real video, what the published tables used) or "fill" (seeded random clips of the videos in turn until `num`).
     """
     metrics = [m.strip().lower() for m in (metrics.split(",") if isinstance(metrics, str) else metrics) if m.strip()]
     unknown = sorted(set(metrics) - set(METRICS))
@@ -278,6 +304,8 @@ def evaluate(real, fake, num: int = 2048, metrics=METRICS, weights_dir=None, bat
     if isinstance(real_stride, bool) or not isinstance(real_stride, int) or real_stride < 1:
         raise EvalError(f"--real-stride {real_stride!r}: the step between the frames of a real clip must be a whole "
                         "number >= 1 (3 as the training clips; 1 for folders of 16-frame clips)")
+    if real_clips not in REAL_CLIPS:
+        raise EvalError(f"--real-clips {real_clips!r}: choose per-video (StyleGAN-V, the published tables) or fill")
     if isinstance(num, bool) or not isinstance(num, int) or num < 1:
         raise EvalError(f"--num {num!r}: the number of clips per set must be a whole number >= 1 (2048 by default)")
     for what, root in (("real", real), ("generated", fake)):
@@ -308,7 +336,7 @@ def evaluate(real, fake, num: int = 2048, metrics=METRICS, weights_dir=None, bat
     real_stats, n_real, real_skipped, warnings = {}, 0, [], []
     if frechet:
         real_plan, real_skipped = plan_clips(real, num, stride=real_stride, random_start=True, seed=seed,
-                                             progress=progress)
+                                             progress=progress, fill=real_clips == "fill")
         if not real_plan:
             raise EvalError(f"no real clip under {real}: {skipped_summary(real_skipped)}; a clip needs "
                             f"{(NUM_FRAMES - 1) * real_stride + 1} frames (real_stride={real_stride}; use 1 for "
@@ -320,13 +348,13 @@ def evaluate(real, fake, num: int = 2048, metrics=METRICS, weights_dir=None, bat
         if same:
             warnings.append(same)
         real_stats = _real_stats(frechet, extractors, real_plan, resolution, batch_size, workers, cache_dir,
-                                 progress, protocol=[num, real_stride, resolution, seed], job=job)
+                                 progress, protocol=[num, real_stride, resolution, seed, real_clips], job=job)
 
     if job.world > 1:
         log.info("process %d of %d evaluates %d of %d generated clips", job.rank, job.world,
                  len(job.share(fake_plan)), len(fake_plan))
     fake_stats = {m: FeatureStats() for m in frechet}
-    probs, fc = [], []  # per clip of this process's share: (16, 1008) class probabilities, frame consistency
+    probs, fc, isv = [], [], []  # per clip of this share: (16, 1008) frame probabilities, FC, (101,) C3D probabilities
     for videos in iter_clips(job.share(fake_plan), resolution, batch_size, workers, "generated clips", progress):
         feats = batch_features(videos, active, extractors)
         for m in frechet:
@@ -335,8 +363,10 @@ def evaluate(real, fake, num: int = 2048, metrics=METRICS, weights_dir=None, bat
             probs += list(feats["is"].cpu().unflatten(0, (len(videos), -1)))
         if "fc" in active:
             fc += list(feats["fc"].cpu())
+        if "isv" in active:
+            isv += list(feats["isv"])
     fake_stats = {m: job.merge(st) for m, st in fake_stats.items()}
-    probs, fc = job.in_plan_order(probs), job.in_plan_order(fc)
+    probs, fc, isv = job.in_plan_order(probs), job.in_plan_order(fc), job.in_plan_order(isv)
 
     for m in active:
         entry = {"network": WEIGHTS[NETWORK[m]].network, "weights": str(extractors[NETWORK[m]].weights),
@@ -348,6 +378,11 @@ def evaluate(real, fake, num: int = 2048, metrics=METRICS, weights_dir=None, bat
                                             rank_warning(m, "generated", s_f, len(fake_plan))) if w]
             if notes:
                 entry["warnings"] = notes
+        elif m == "isv":
+            from .metrics.c3d import video_inception_score
+
+            mean, std = video_inception_score(torch.stack(isv).numpy(), is_splits)
+            entry = {"value": mean, "std": std, **entry, "splits": is_splits}
         elif m == "is":
             from .metrics.inception import inception_score
 
@@ -359,13 +394,62 @@ def evaluate(real, fake, num: int = 2048, metrics=METRICS, weights_dir=None, bat
     results = {m: results[m] for m in metrics}
     job.finish()
     if out and job.rank == 0:
-        protocol = {"num": num, "real_stride": real_stride, "resolution": resolution, "seed": seed,
-                    "frames": NUM_FRAMES, "real_skipped": len(real_skipped), "fake_skipped": len(fake_skipped)}
+        protocol = eval_protocol(num, real_stride, resolution, seed, real_clips, is_splits, n_real, len(fake_plan),
+                                 len(real_skipped), len(fake_skipped), extractors, cache_dir)
         write_report(results, out, real=str(real), fake=str(fake), protocol=protocol,
                      warnings=all_warnings(results),
                      skipped={"real": [[str(p), why] for p, why in real_skipped],
                               "fake": [[str(p), why] for p, why in fake_skipped]})
     return results
+
+
+def eval_protocol(num, real_stride, resolution, seed, real_clips, is_splits, n_real, n_fake, real_skipped,
+                  fake_skipped, extractors, cache_dir) -> dict:
+    """What two labs compare before comparing numbers: clip counts, frames, stride, resolution, seeds, how the real
+    clips were chosen, each detector file's sha256 and the package version."""
+    from . import __version__
+
+    how = ("per-video: one 16-frame clip per real video at a seeded random start, sources in sorted order "
+           "(StyleGAN-V, the published tables)" if real_clips == "per-video" else
+           "fill: one clip per real video, then more seeded random clips of the videos in turn until --num-clips")
+    return {"num": num, "frames": NUM_FRAMES, "real_stride": real_stride, "fake_stride": 1, "resolution": resolution,
+            "seed": seed, "isv_shuffle_seed": 42, "is_splits": is_splits, "real_clips": real_clips,
+            "real_clip_choice": how, "n_real": n_real, "n_fake": n_fake, "real_skipped": real_skipped,
+            "fake_skipped": fake_skipped, "medsora": __version__,
+            "detectors": {net: {"file": str(ext.weights), "sha256": weights_sha256(Path(ext.weights), cache_dir)}
+                          for net, ext in extractors.items()}}
+
+
+def weights_sha256(path: Path, cache_dir=DEFAULT_CACHE) -> str:
+    """sha256 of a weights file (of a folder: of its files' names and digests, in order), remembered in
+    cache_dir/sha256.json by path, size and modification time, so a 4 GB detector is read once."""
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    key = json.dumps([str(path.resolve()), [[f.name, f.stat().st_size, f.stat().st_mtime_ns] for f in files]])
+    memo_path = Path(cache_dir) / "sha256.json" if cache_dir is not None else None
+    memo = {}
+    if memo_path is not None and memo_path.exists():
+        try:
+            memo = json.loads(memo_path.read_text())
+        except (OSError, ValueError):
+            memo = {}
+    if key in memo:
+        return memo[key]
+
+    def digest(f: Path) -> str:
+        h = hashlib.sha256()
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+        return h.hexdigest()
+
+    value = digest(path) if not path.is_dir() else hashlib.sha256(
+        "".join(f"{f.relative_to(path)}:{digest(f)}\n" for f in files).encode()).hexdigest()
+    if memo_path is not None:
+        from .checkpoint import write_json_atomic
+
+        memo_path.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(memo_path, {**memo, key: value})
+    return value
 
 
 def all_warnings(results: dict) -> list[str]:
@@ -384,6 +468,8 @@ def batch_features(videos, names, extractors) -> dict:
     if "fid" in names or "is" in names:
         frames = videos.flatten(0, 1)  # (b t) h w c
         out["fid"], out["is"] = extractors["inception"](frames, with_probs="is" in names)
+    if "isv" in names:
+        out["isv"] = extractors["c3d"](videos)  # (b, 101)
     if "fc" in names:
         from .metrics.clip_fc import frame_consistency
 
@@ -422,7 +508,18 @@ def _real_stats(names, extractors, plan, resolution, batch_size, workers, cache_
 # ----------------------------------------------------------------------------------------------
 # report
 
-NAMES = {"fvd": "FVD ↓", "cdfvd": "CD-FVD ↓", "fid": "FID ↓", "is": "IS ↑", "fc": "FC ↑"}
+NAMES = {"fvd": "FVD ↓", "cdfvd": "CD-FVD ↓", "fid": "FID ↓", "isv": "IS ↑", "is": "IS (frames) ↑", "fc": "FC ↑"}
+TABLE2 = ("fvd", "cdfvd", "fid", "isv", "fc")   # the column order of the paper's Table 2
+
+
+def table2_row(results: dict, name: str = "this run") -> str:
+    """Two markdown lines: the header and one row in the column order of the paper's Table 2 (FVD, CD-FVD, FID,
+    IS, FC); "-" where a metric was not computed (IS is the video IS of the tables, from C3D)."""
+    def cell(m):
+        r = results.get(m)
+        return "-" if not r or r.get("value") is None else f"{r['value']:.2f}"
+    return ("| Method | FVD ↓ | CD-FVD ↓ | FID ↓ | IS ↑ | FC ↑ |\n|---|---|---|---|---|---|\n"
+            f"| {name} | " + " | ".join(cell(m) for m in TABLE2) + " |\n")
 
 
 def format_table(results: dict) -> str:
@@ -443,5 +540,6 @@ def write_report(results: dict, out, **info) -> Path:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({**info, "metrics": results}, indent=2) + "\n")
-    out.with_suffix(".md").write_text(format_table(results))
+    out.with_suffix(".md").write_text(format_table(results) + "\nIn the layout of the paper's Table 2:\n\n"
+                                      + table2_row(results))
     return out

@@ -47,7 +47,8 @@ def inventory(cfg: Config, weights_dir: str | Path | None = None) -> list[dict]:
     rows.append(_path_row("DINO ViT-S/8", "cache --flow (alignment)", "flow.dino_weights", cfg.flow.dino_weights,
                           DINO_URL))
     short = {"i3d": ("I3D", "eval: FVD"), "videomae": ("VideoMAE", "eval: CD-FVD"),
-             "inception": ("Inception-v3", "eval: FID, IS"), "clip": ("CLIP", "eval: FC")}
+             "inception": ("Inception-v3", "eval: FID, IS (frames)"), "c3d": ("C3D UCF-101", "eval: IS (video)"),
+             "clip": ("CLIP", "eval: FC")}
     for net in WEIGHTS:
         name, used_by = short[net]
         try:

@@ -128,7 +128,7 @@ def test_weights_inventory_says_what_is_found_and_where_to_get_the_rest(tmp_path
     assert "found    CogVideoX VAE" in out and "RAFT" not in out                     # farneback needs no weights
     assert f"flow.dino_weights={tmp_path / 'nope.pth'} does not exist" in out
     assert "put pt_inception-2015-12-05-6726825d.pth in" in out                      # where to put it, and the URL
-    assert out.rstrip().endswith("3 of 6 found; missing: DINO ViT-S/8, VideoMAE, Inception-v3")
+    assert out.rstrip().endswith("3 of 7 found; missing: DINO ViT-S/8, VideoMAE, Inception-v3, C3D UCF-101")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -52,6 +52,12 @@ WEIGHTS: dict[str, WeightsSpec] = {
         "inception-2015-12-05.pt (https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/"
         "inception-2015-12-05.pt)",
     ),
+    "c3d": WeightsSpec(
+        names=("c3d_ucf101.pt",),
+        network="C3D (UCF-101), 101 class probabilities (video IS)",
+        source="c3d_ucf101.pt: the StyleGAN-V ISv detector, https://www.dropbox.com/s/jxpu7avzdc9n97q/c3d_ucf101.pt?dl=1 "
+        "(a TorchScript port of TGANv2's chainer C3D fine-tuned on UCF-101)",
+    ),
     "clip": WeightsSpec(
         names=("clip-vit-large-patch14", "clip"),
         network="CLIP image encoder with projection (ViT-L/14 by default)",
