@@ -188,7 +188,27 @@ def cmd_vae_eval(args) -> int:
 def cmd_weights(args) -> int:
     from .inventory import format_inventory, inventory
 
+    words = [o for o in args.overrides if "=" not in o]   # `weights download NAME ...` arrives as positionals
+    if words and words[0] == "download":
+        args.names, args.overrides = words[1:], [o for o in args.overrides if "=" in o]
+        return cmd_weights_download(args)
+    if words:
+        raise ValueError(f"unknown weights action {words[0]!r}: use `medsora weights` (what is found) or "
+                         "`medsora weights download [NAME ...]`")
     print(format_inventory(inventory(_load(args), args.weights)))
+    return 0
+
+
+def cmd_weights_download(args) -> int:
+    from .weights_download import CATALOG, default_dir, download
+
+    folder = default_dir(args.dir or args.weights)
+    got = download(args.names or None, folder, mirror=args.mirror)
+    for name, path in got.items():
+        use = CATALOG[name].use
+        _say(f"{name:14s} {path}" + (f"   (use: {use}={path})" if use and "=" not in use and " " not in use
+                                      else f"   (use: {use})" if use else ""))
+    _say(f"{len(got)} network(s) ready in {folder}")
     return 0
 
 
@@ -303,8 +323,17 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--real-stride", type=int, default=3, help="frame stride of real clips (1 for pre-cut clips)")
     ev.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     ev.set_defaults(func=cmd_eval)
-    wts = sub.add_parser("weights", help="which pretrained weights are on this machine, and where to get the others")
+    wts = sub.add_parser("weights", help="which pretrained weights are on this machine; `weights download` fetches them",
+                         usage="medsora weights [--weights DIR] [section.key=value ...]\n"
+                               "       medsora weights download [NAME ...] [--dir DIR] [--mirror URL]",
+                         epilog="NAME: i3d c3d inception videomae clip raft dino cogvideox-vae lpips-vgg (default: all "
+                                "missing). Files are verified (sha256) and written atomically; a partial download "
+                                "resumes. --mirror (or $MEDSORA_WEIGHTS_MIRROR) fetches file F from URL/F; hub folders "
+                                "follow HF_ENDPOINT.")
     wts.add_argument("--weights", default=None, help="folder of the metric networks' weights (as `medsora eval`)")
+    wts.add_argument("--dir", default=None, help="download: target folder (default: --weights, $MEDSORA_WEIGHTS, "
+                                                 "else ~/.cache/medsora/weights)")
+    wts.add_argument("--mirror", default=None, help="download: base URL standing in for the published sources")
     _config_args(wts)
     wts.set_defaults(func=cmd_weights)
     vae = sub.add_parser("vae", help="frequency-compensation VAE: train, evaluate, or train a tiny VAE from scratch")
