@@ -13,7 +13,8 @@ def fmt(v) -> str:
     return f"`{list(v) if isinstance(v, tuple) else v!r}`".replace("|", "\\|")
 
 
-def main() -> None:
+def render() -> str:
+    """The text of docs/config.md for the code as it is."""
     src = Path(C.__file__).read_text().splitlines()
     presets = {n: C.preset(n) for n in C.PRESETS}
     lines = ["# Configuration reference", "",
@@ -30,7 +31,11 @@ def main() -> None:
             big = fmt(vals[1]) if vals[1] == vals[2] == vals[3] else " / ".join(fmt(v) for v in vals[1:])
             lines.append(f"| `{f.name}` | {fmt(vals[0])} | {big} | {comment} |")
         lines.append("")
-    Path(__file__).with_name("config.md").write_text("\n".join(lines))
+    return "\n".join(lines)
+
+
+def main() -> None:
+    Path(__file__).with_name("config.md").write_text(render())
 
 
 if __name__ == "__main__":

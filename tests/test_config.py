@@ -314,3 +314,15 @@ def test_cli_billion_laughs_config_is_one_line_exit_2(tmp_path, capsys):
     lines = captured.err.splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: config file ") and str(f) in lines[0], captured.err
     assert "lol" not in lines[0] and captured.out == ""
+
+
+def test_docs_config_md_is_in_sync_with_the_code():
+    """docs/config.md is generated from the dataclasses and their comments; a change to either must regenerate it."""
+    import importlib.util
+    from pathlib import Path
+
+    docs = Path(__file__).resolve().parents[1] / "docs"
+    spec = importlib.util.spec_from_file_location("make_config_md", docs / "make_config_md.py")
+    gen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+    assert gen.render() == (docs / "config.md").read_text(), "run `python docs/make_config_md.py` and commit the result"
