@@ -295,7 +295,8 @@ def build_parser() -> argparse.ArgumentParser:
     smp.add_argument("--num-videos", "--num", dest="num", type=int, default=8,
                      help="videos to write (under torchrun spell it --num-videos: torchrun reads --num as its own)")
     smp.add_argument("--batch-size", type=int, default=4)
-    smp.add_argument("--sampler", choices=["ddim", "ddpm"], default=None, help="default: the config's")
+    smp.add_argument("--sampler", choices=["ddim", "ddpm", "dpmpp-2m", "dpmpp-2m-sde", "unipc"], default=None,
+                     help="default: the config's (ddim); dpmpp-2m at 20 steps: see README 'Sampling'")
     smp.add_argument("--steps", type=int, default=None, help="sampling steps (default: the config's)")
     smp.add_argument("--seed", type=int, default=0)
     smp.add_argument("--png", action="store_true", help="also write PNG frames")
@@ -373,7 +374,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="runs/demo", help="run folder (re-running skips finished stages)")
     demo.add_argument("--videos", type=int, default=12, help="synthetic videos (default 12)")
     demo.add_argument("--frames", type=int, default=100, help="frames per synthetic video (default 100)")
-    demo.add_argument("--vae-steps", type=int, default=300)
+    demo.add_argument("--vae-steps", type=int, default=40,
+                      help="steps of frequency-compensation training on the packaged pretrained VAE (0: none)")
     demo.add_argument("--train-steps", type=int, default=3000)
     demo.add_argument("--samples", type=int, default=8)
     demo.add_argument("--seed", type=int, default=0)

@@ -76,7 +76,7 @@ class DiffusionConfig:
     beta_start: float = 1e-4  # linear beta schedule start
     beta_end: float = 0.02  # linear beta schedule end
     learn_sigma: bool = True         # learned-range variance (model outputs 2x channels)
-    sampler: str = "ddim"            # ddim | ddpm
+    sampler: str = "ddim"            # ddim | ddpm | dpmpp-2m | dpmpp-2m-sde | unipc (the last three: diffusers' multistep solvers)
     sample_steps: int = 250  # respaced sampling steps
     eta: float = 0.0  # DDIM eta (0 = deterministic)
 
@@ -628,7 +628,8 @@ def validate(cfg: Config) -> Config:
     _check(df.num_timesteps >= 2, "diffusion.num_timesteps", df.num_timesteps, "an integer >= 2")
     _check(0 < df.beta_start < df.beta_end < 1, "diffusion.beta_start", (df.beta_start, df.beta_end),
            "0 < beta_start < beta_end < 1")
-    _check(df.sampler in ("ddim", "ddpm"), "diffusion.sampler", df.sampler, "ddim or ddpm")
+    _check(df.sampler in ("ddim", "ddpm", "dpmpp-2m", "dpmpp-2m-sde", "unipc"), "diffusion.sampler", df.sampler,
+           "ddim, ddpm, dpmpp-2m, dpmpp-2m-sde or unipc")
     _check(1 <= df.sample_steps <= df.num_timesteps, "diffusion.sample_steps", df.sample_steps,
            f"1..diffusion.num_timesteps={df.num_timesteps}")
     _check(df.eta >= 0, "diffusion.eta", df.eta, "a number >= 0")

@@ -22,7 +22,7 @@ from .cache import LatentDataset
 from .checkpoint import load_weights, newest_checkpoint, verify, write_json_atomic
 from .config import from_dict, latent_frames
 from .data.video import write_frames, write_gif, write_video
-from .diffusion import ddim_sample, ddpm_sample
+from .diffusion import SOLVERS, ddim_sample, ddpm_sample, solver_sample
 from .latent_norm import LatentNorm
 from .models.medsora import build_model
 from .runtime import default_device, init_distributed
@@ -74,8 +74,8 @@ def sample(checkpoint: str | Path, vae, out_dir: str | Path, num: int = 8, batch
                          f"{cfg.model.in_channels}; use the VAE the latent cache was built with")
     diffusion = make_diffusion(cfg)
     sampler = sampler or cfg.diffusion.sampler
-    if sampler not in ("ddim", "ddpm"):
-        raise ValueError(f"sampler must be ddim or ddpm, got {sampler!r}")
+    if sampler not in ("ddim", "ddpm", *SOLVERS):
+        raise ValueError(f"sampler must be one of ddim, ddpm, {', '.join(SOLVERS)}; got {sampler!r}")
     steps = steps or cfg.diffusion.sample_steps
     fv = latent_frames(cfg.data.num_frames)
     norm = LatentNorm.from_dict(meta.get("extra", {}).get("latent_norm"), cfg.model.in_channels)
@@ -106,9 +106,12 @@ def sample(checkpoint: str | Path, vae, out_dir: str | Path, num: int = 8, batch
         if sampler == "ddim":
             z = ddim_sample(diffusion, model_fn, noise.shape, steps=steps, eta=cfg.diffusion.eta, noise=noise,
                             device=device, progress=False)
-        else:
+        elif sampler == "ddpm":
             z = ddpm_sample(diffusion, model_fn, noise.shape, steps=steps, noise=noise, generator=g,
                             device=device, progress=False)
+        else:
+            z = solver_sample(diffusion, model_fn, noise.shape, steps=steps, solver=sampler, noise=noise,
+                              generator=g, device=device, progress=False)
         z = norm.denormalize(z)                       # the VAE's latents
         _decode_and_write(vae, z, out_dir, "sample", starts[b], fps, png)
         save_file({"latents": z.cpu().contiguous()}, str(parts / f"{b:05d}.tmp"))
