@@ -65,3 +65,31 @@ def test_temporal_mamba_is_causal_in_the_frame_axis():
         y, y2 = tm(x, 6), tm(x2, 6)
     assert torch.equal(y[:, :3], y2[:, :3])                                    # earlier frames untouched
     assert (y[:, 3:] - y2[:, 3:]).abs().amax() > 1e-3
+
+
+def test_block_with_random_adaln_is_the_papers_residual_sequence():
+    """With random adaLN (at zero init every gate is 0 and the wiring is invisible), one block is: x + g_a·attn(mod
+    (LN1 x)) per frame, then + g_s·spatial(mod(LN2 ·)) — the alignment feature —, then + g_t·temporal(mod(LN3 ·)),
+    each sub-layer with its own (shift, scale, gate). Swapping any two gates, or taking the feature elsewhere, fails."""
+    from medsora.models.blocks import MedSoraBlock
+
+    cfg = model_preset("tiny")
+    torch.manual_seed(0)
+    block = MedSoraBlock(cfg, index=1).eval()
+    with torch.no_grad():
+        block.adaLN_modulation[1].weight.normal_(0, 0.3)
+        block.adaLN_modulation[1].bias.normal_(0, 0.3)
+    b, f_v, l, d, grid = 2, 3, 16, cfg.hidden_size, (4, 4)
+    x, c = torch.randn(b, f_v + 1, l, d), torch.randn(b, d)
+    with torch.no_grad():
+        y, feature = block(x, c, f_v, grid)
+        m = torch.nn.functional.silu(c) @ block.adaLN_modulation[1].weight.T + block.adaLN_modulation[1].bias
+        (sh_a, sc_a, g_a, sh_s, sc_s, g_s, sh_t, sc_t, g_t) = (v[:, None, None] for v in m.split(d, dim=1))
+        mod = lambda h, sh, sc: h * (1 + sc) + sh  # noqa: E731
+        h = mod(block.norm1(x), sh_a, sc_a)
+        attn = torch.stack([block.attn(h[:, k]) for k in range(f_v + 1)], dim=1)   # each frame on its own
+        x1 = x + g_a * attn
+        x2 = x1 + g_s * block.spatial(mod(block.norm2(x1), sh_s, sc_s), f_v, grid)
+        x3 = x2 + g_t * block.temporal(mod(block.norm3(x2), sh_t, sc_t), f_v)
+    assert torch.allclose(feature, x2, atol=1e-5) and torch.allclose(y, x3, atol=1e-5)
+    assert not torch.allclose(g_s, g_t, atol=1e-2)                                    # the gates do differ

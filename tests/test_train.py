@@ -1,5 +1,6 @@
 """Latent cache, training loop, checkpoints and sampling at tiny scale on CPU."""
 import json
+import math
 
 import numpy as np
 import pytest
@@ -175,6 +176,41 @@ def test_nan_steps_are_skipped(cache, synth_mp4, tmp_path, monkeypatch):
     summary = train(tiny_cfg(synth_mp4, "train.max_steps=3"), cache, tmp_path / "r", progress=False)
     assert summary["skipped"] == 1 and summary["steps"] == 3
     assert all(torch.isfinite(v).all() for v in params(tmp_path / "r").values())
+
+
+def test_an_inf_gradient_with_a_finite_loss_changes_nothing(cache, synth_mp4, tmp_path, monkeypatch):
+    """Step 2's loss is finite but its gradient is inf: the step is skipped and counted, and the weights, the EMA and
+    the optimizer state after it are those after step 1, bit for bit."""
+    import medsora.train as train_mod
+
+    class InfGrad(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return x.clone()
+
+        @staticmethod
+        def backward(ctx, g):
+            return g * float("inf")
+
+    real, count = train_mod.GaussianDiffusion.training_losses, {"n": 0}
+
+    def inf_grad_at_2(self, *a, **k):
+        out = real(self, *a, **k)
+        count["n"] += 1
+        if count["n"] == 2:
+            out["loss"] = InfGrad.apply(out["loss"])
+        return out
+
+    monkeypatch.setattr(train_mod.GaussianDiffusion, "training_losses", inf_grad_at_2)
+    cfg = tiny_cfg(synth_mp4, "train.max_steps=2", "train.ckpt_every=1", "train.keep_checkpoints=5")
+    summary = train(cfg, cache, tmp_path / "r", progress=False)
+    assert summary["skipped"] == 1 and summary["steps"] == 2
+    rows = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert all(math.isfinite(r["loss"]) for r in rows if "loss" in r)        # the loss itself was finite
+    one, two = (tmp_path / "r" / "checkpoints" / f"step-0000000{k}" for k in (1, 2))
+    for name in ("model.safetensors", "ema.safetensors", "optimizer.safetensors"):
+        a, b = load_file(one / name), load_file(two / name)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
 
 
 def test_train_refuses_mismatched_cache(cache, synth_mp4, tmp_path):
