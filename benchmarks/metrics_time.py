@@ -26,6 +26,19 @@ def _time(fn, repeat: int = 1) -> tuple[float, float]:
     return (time.perf_counter() - t) / repeat, (time.process_time() - c) / repeat
 
 
+def _c3d():
+    """C3D (Tran et al. 2015) as TGANv2's C3DVersion1: 8 convs 3x3x3, 5 pools, fc6/fc7 4096, fc8 101 (random)."""
+    from torch import nn
+
+    def conv(i, o):
+        return [nn.Conv3d(i, o, 3, padding=1), nn.ReLU()]
+    layers = [*conv(3, 64), nn.MaxPool3d((1, 2, 2)), *conv(64, 128), nn.MaxPool3d(2), *conv(128, 256),
+              *conv(256, 256), nn.MaxPool3d(2), *conv(256, 512), *conv(512, 512), nn.MaxPool3d(2),
+              *conv(512, 512), *conv(512, 512), nn.MaxPool3d(2, padding=(0, 1, 1)), nn.Flatten(),
+              nn.Linear(8192, 4096), nn.ReLU(), nn.Linear(4096, 4096), nn.ReLU(), nn.Linear(4096, 101), nn.Softmax(1)]
+    return nn.Sequential(*layers)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -42,6 +55,13 @@ def main():
     i3d = I3DFeatures(InceptionI3d(), dev)
     s = _time(lambda: i3d(clip))
     rows.append(("FVD", "I3D, 16×224×224", [100 * x for x in s], "1 clip per call"))
+
+    c3d = _c3d().to(dev).eval()   # StyleGAN-V's c3d_ucf101.pt architecture (TGANv2's C3DVersion1) at 16x112x112
+    x112 = torch.nn.functional.interpolate(clip[0].permute(0, 3, 1, 2).float(), size=(112, 112))
+    x112 = x112.permute(1, 0, 2, 3)[None].to(dev)                     # (1, 3, 16, 112, 112)
+    with torch.no_grad():
+        s = _time(lambda: c3d(x112))
+    rows.append(("IS (video, ISv)", "C3D UCF-101, 16×112×112", [100 * x for x in s], "1 clip per call"))
 
     from transformers import VideoMAEConfig, VideoMAEModel
 
