@@ -51,29 +51,49 @@ def latent_stats(cache_dir: Path, sampled: Path) -> dict:
             "sampled_std": r(z.std(dims)), "worst_std_gap": gap}
 
 
-def run_demo(out: str | Path = "runs/demo", videos: int = 12, frames: int = 100, vae_steps: int = 300,
-             train_steps: int = 3000, samples: int = 8, sample_steps: int = 50, dino_weights: str = "",
+def demo_vae_geometry(folder: Path, size: int) -> list[str]:
+    """Model overrides that fit the demo VAE in `folder`: its latent channels and grid, patches of 2, and a width of
+    at least twice a patch's p*p*C values. Measured on the demo: with patches of 4 on the 16x16 grid (4*4*8 = 128
+    values a token) a width of 64 predicted the noise at t=999 with correlation 0.70 and 128 with 0.989, and in
+    both cases DDIM and DPM-Solver++ samples diverged (latent std 20-100x the data's): at t near 1000 a small
+    error in the noise is multiplied by 1/sqrt(abar) ~ 156 in the predicted x0. Patches of 2 (32 values, width
+    64) sample correctly; they cost ~1.4x a step of the 128-wide patch-4 model."""
+    vae_cfg = json.loads((folder / "config.json").read_text())
+    grid, patch = size // 2 ** (len(vae_cfg["block_out_channels"]) - 1), 2
+    width = max(64, 2 * patch * patch * vae_cfg["latent_channels"])
+    return [f"model.in_channels={vae_cfg['latent_channels']}", f"model.input_size=({grid}, {grid})",
+            f"model.patch_size={patch}", f"model.hidden_size={width}"]
+
+
+def run_demo(out: str | Path = "runs/demo", videos: int = 12, frames: int = 100, vae_steps: int = 40,
+             train_steps: int = 2000, samples: int = 8, sample_steps: int = 25, dino_weights: str = "",
              raft_weights: str = "", weights_dir: str | None = None, seed: int = 0, progress: bool = True,
              overrides: list[str] | None = None, align: bool = True) -> dict:
+    from .assets import DEMO_VAE
     from .cache import build_cache, flow_targets_from_config
     from .data.clips import video_loader
     from .data.synth import write_dataset
     from .report import build_report
     from .sample import reconstruct, sample
     from .train import train
-    from .vae.autoencoder import load_vae
+    from .vae.autoencoder import VideoVAE, load_vae
     from .vae.evaluate import evaluate_reconstruction
-    from .vae.train import train_tiny_vae
+    from .vae.train import CompensationConfig, train_compensation
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
+    if not (DEMO_VAE / "config.json").exists():
+        raise FileNotFoundError(f"the demo's pretrained VAE is missing from the installation ({DEMO_VAE}); "
+                                "reinstall medsora, or make it with `python tools/make_demo_vae.py`")
+    compensation = out / "vae" / "compensation.safetensors" if vae_steps > 0 else ""
     cfg = load_config("tiny", overrides=[
         f"data.root={out / 'data'}", f"train.max_steps={train_steps}", "train.epochs=1000",
         "train.holdout_clips=4", f"train.eval_every={max(train_steps // 6, 1)}", f"train.seed={seed}",
         f"train.align={str(align).lower()}", f"flow.dino_weights={dino_weights}", f"flow.raft_weights={raft_weights}",
         f"flow.method={'raft' if raft_weights else 'farneback'}", f"vae.path={out / 'vae'}",
-        f"diffusion.sample_steps={sample_steps}", *(overrides or [])])
+        f"vae.compensation={compensation}", *demo_vae_geometry(DEMO_VAE, 64),
+        "diffusion.sampler=dpmpp-2m", f"diffusion.sample_steps={sample_steps}", *(overrides or [])])
     timings: dict[str, float] = {}
     notes: list[str] = []
     vae_holder: dict = {}
@@ -91,11 +111,18 @@ def run_demo(out: str | Path = "runs/demo", videos: int = 12, frames: int = 100,
                                                          size=cfg.data.size), progress)
 
     def vae_stage():
-        # 8-frame halves of the clips: the causal VAE is convolutional in time, and half clips halve a step's cost
-        clips = [half for b in clip_loader(shuffle=True) for half in (b[:, :8], b[:, 8:16]) if half.shape[1] == 8]
-        vae_holder["vae"] = train_tiny_vae(clips, steps=vae_steps, out_dir=out / "vae", seed=seed, progress=progress)
-        evaluate_reconstruction(None, vae_holder["vae"], clip_loader(False, heldout=True), out / "vae",
-                                progress=progress)
+        # the paper's VAE step: a pretrained VAE, frozen, plus zero-initialised frequency-compensation modules
+        # trained with L1 + 0.1 FFL (Eq. 16; LPIPS needs VGG weights, so it is off here) on 8-frame halves
+        import shutil
+
+        shutil.copytree(DEMO_VAE, out / "vae", dirs_exist_ok=True, ignore=shutil.ignore_patterns("__*"))
+        vae = VideoVAE.from_pretrained(out / "vae")
+        if vae_steps > 0:
+            clips = [half for b in clip_loader(shuffle=True) for half in (b[:, :8], b[:, 8:16]) if half.shape[1] == 8]
+            train_compensation(vae, clips, CompensationConfig(epochs=0, max_steps=vae_steps, lr=1e-3, lpips_weight=0,
+                                                              seed=seed), out / "vae", progress=progress)
+        vae_holder["vae"] = vae.eval()
+        evaluate_reconstruction(None, vae, clip_loader(False, heldout=True), out / "vae", progress=progress)
 
     _stage(out, "vae", timings, vae_stage, progress)
 
@@ -106,8 +133,8 @@ def run_demo(out: str | Path = "runs/demo", videos: int = 12, frames: int = 100,
     _stage(out, "cache", timings, cache_stage, progress)
     _stage(out, "train", timings, lambda: train(cfg, out / "cache", out / "run", resume="auto", progress=progress),
            progress)
-    _stage(out, "sample", timings, lambda: sample(out / "run", get_vae(), out / "samples", num=samples,
-                                                  batch_size=4, steps=sample_steps, seed=seed, progress=progress),
+    _stage(out, "sample", timings, lambda: sample(out / "run", get_vae(), out / "samples", num=samples, batch_size=4,
+                                                  steps=cfg.diffusion.sample_steps, seed=seed, progress=progress),
            progress)
 
     _stage(out, "reconstruct", timings, lambda: reconstruct(out / "run", get_vae(), out / "reconstructions",
@@ -138,7 +165,14 @@ def run_demo(out: str | Path = "runs/demo", videos: int = 12, frames: int = 100,
     vae_metrics = json.loads((out / "vae" / "metrics.json").read_text())
     headline = (f"held-out denoising MSE {evals[0]['eval_mse']:.3f} -> {evals[-1]['eval_mse']:.3f} "
                 f"({evals[-1]['eval_mse'] / evals[0]['eval_mse']:.2f}x) over {evals[-1]['step']} steps; "
-                f"tiny VAE PSNR {vae_metrics['compensated']['psnr']:.1f} dB on held-out clips")
+                f"VAE PSNR {vae_metrics['base']['psnr']:.1f} dB (pretrained, frozen) -> "
+                f"{vae_metrics['compensated']['psnr']:.1f} dB with compensation, on held-out clips")
+    made = json.loads((out / "vae" / "demo_vae.json").read_text()) if (out / "vae" / "demo_vae.json").exists() else {}
+    notes.append(f"VAE: the packaged pretrained demo VAE (a tiny CogVideoX-type 3D causal VAE, 4x spatial / 4x "
+                 f"temporal, {made.get('recipe', {}).get('latent_channels', '?')} latent channels, trained "
+                 f"{made.get('steps', '?')} steps on synthetic videos of other seeds by tools/make_demo_vae.py), frozen "
+                 f"as the paper freezes CogVideoX's; its frequency-compensation modules trained {vae_steps} steps "
+                 "here (L1 + 0.1 FFL, lr 1e-3; LPIPS is off: it needs VGG weights).")
     lat = latent_stats(out / "cache", out / "samples" / "latents.safetensors")
     notes.append("sampled vs data latents, per channel: mean {} vs {}, std {} vs {} (worst relative std gap {:.1%})"
                  .format(lat["sampled_mean"], lat["data_mean"], lat["sampled_std"], lat["data_std"],

@@ -72,9 +72,21 @@ class VideoVAE(nn.Module):
         return cls(AutoencoderKLCogVideoX(**(config or COGVIDEOX_2B_CONFIG)).eval(), name=name)
 
     @classmethod
-    def tiny(cls, seed: int = 0, latent_channels: int = 4) -> "VideoVAE":
-        """The `tiny` VAE, randomly initialised (train it with `train_tiny_vae`)."""
-        return cls.from_config({**TINY_CONFIG, "latent_channels": latent_channels}, seed=seed, name="tiny")
+    def tiny(cls, seed: int = 0, latent_channels: int = 4, block_out_channels: tuple[int, ...] | None = None,
+             layers_per_block: int | None = None, norm_num_groups: int | None = None) -> "VideoVAE":
+        """The `tiny` VAE, randomly initialised (train it with `train_tiny_vae`). `block_out_channels`,
+        `layers_per_block` and `norm_num_groups` (None: TINY_CONFIG's) change its widths and depth; 4 widths
+        keep 8x spatial compression, 3 give 4x."""
+        config = {**TINY_CONFIG, "latent_channels": latent_channels}
+        for key, value in (("block_out_channels", block_out_channels), ("layers_per_block", layers_per_block),
+                           ("norm_num_groups", norm_num_groups)):
+            if value is not None:
+                config[key] = tuple(value) if key == "block_out_channels" else value
+        n = len(config["block_out_channels"])
+        if n != len(TINY_CONFIG["block_out_channels"]):   # one block per width (diffusers' defaults list 4)
+            config["down_block_types"] = ("CogVideoXDownBlock3D",) * n
+            config["up_block_types"] = ("CogVideoXUpBlock3D",) * n
+        return cls.from_config(config, seed=seed, name="tiny")
 
     @classmethod
     def from_pretrained(cls, path_or_hub_id: str | Path, compensation: str | Path | None = None,

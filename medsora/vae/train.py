@@ -206,26 +206,38 @@ def train_compensation(vae: VideoVAE, clips: Iterable, cfg: CompensationConfig |
 def train_tiny_vae(clips: Iterable, steps: int, out_dir: str | Path | None = "runs/tiny_vae",
                    lr: float = 2e-3, kl_weight: float = 1e-6, ffl_weight: float = 0.1,
                    lpips_weight: float = 0.0, lpips_model: nn.Module | None = None,
-                   vae: VideoVAE | None = None, seed: int = 0, progress: bool = True) -> VideoVAE:
+                   vae: VideoVAE | None = None, seed: int = 0, progress: bool = True,
+                   mse_weight: float = 0.0, latent_channels: int = 4,
+                   block_out_channels: tuple[int, ...] | None = None, layers_per_block: int | None = None,
+                   warmup_steps: int = 20, min_lr_ratio: float = 0.0) -> VideoVAE:
     """Train a whole `tiny` VAE (random init unless `vae` is given) from scratch for `steps` steps.
 
-    Adam with a cosine decay of `lr`; loss L1 + ffl_weight * FFL + kl_weight * KL (+ LPIPS if given) on a
-    posterior sample. The scaling factor is then set to 1 / std of the posterior means of up to 16
-    batches. Saves the VAE folder to `out_dir` (None: don't save) with `train_log.json`.
+    Adam with a linear warm-up over `warmup_steps` then a cosine decay of `lr` down to `min_lr_ratio * lr`; loss
+    L1 + mse_weight * MSE + ffl_weight * FFL + kl_weight * KL (+ LPIPS if given) on a posterior sample.
+    `latent_channels`, `block_out_channels`, `layers_per_block` shape the fresh VAE (`VideoVAE.tiny`; ignored
+    when `vae` is given). The scaling factor is then set to 1 / std of the posterior means of up to 16 batches. Saves the VAE folder to
+    `out_dir` (None: don't save) with `train_log.json`.
     """
     torch.manual_seed(seed)
-    vae = vae or VideoVAE.tiny(seed=seed)
+    if vae is None:
+        vae = VideoVAE.tiny(seed=seed, latent_channels=latent_channels, block_out_channels=block_out_channels,
+                            layers_per_block=layers_per_block)
     vae.vae.requires_grad_(True).train()
     loss_fn = ReconstructionLoss(1.0, lpips_weight, ffl_weight, lpips_model)
     opt = torch.optim.Adam(vae.vae.parameters(), lr=lr)
+    warm = max(warmup_steps, 1)
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / 20) * 0.5 * (1 + torch.cos(torch.tensor(torch.pi * s / steps)).item()))
+        opt, lambda s: min(1.0, (s + 1) / warm) * (min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (
+            1 + torch.cos(torch.tensor(torch.pi * s / steps)).item())))
     history, t0 = [], time.time()
     for step, (_, x) in enumerate(tqdm(_batches(clips, steps, 0), total=steps, desc="tiny vae", disable=not progress), 1):
         x = x.to(device=vae.device, dtype=vae.dtype)
         posterior = vae.vae.encode(rearrange(x, "b t c h w -> b c t h w")).latent_dist
         x_hat = rearrange(vae.vae.decode(posterior.sample()).sample, "b c t h w -> b t c h w")
         rec, parts = loss_fn(x_hat, x)
+        if mse_weight > 0:
+            mse = ((x_hat - x) ** 2).mean()
+            rec, parts["mse"] = rec + mse_weight * mse, mse.item()
         kl = posterior.kl().mean() / x[0].numel()  # per pixel, so kl_weight does not depend on the clip size
         loss = rec + kl_weight * kl
         opt.zero_grad(set_to_none=True)
@@ -239,7 +251,8 @@ def train_tiny_vae(clips: Iterable, steps: int, out_dir: str | Path | None = "ru
         vae.save_pretrained(out_dir)
         (Path(out_dir) / "train_log.json").write_text(json.dumps(
             {"steps": steps, "seconds": round(time.time() - t0, 1), "lr": lr, "kl_weight": kl_weight,
-             "ffl_weight": ffl_weight, "scaling_factor": vae.scaling_factor, "losses": history}, indent=1))
+             "ffl_weight": ffl_weight, "mse_weight": mse_weight, "scaling_factor": vae.scaling_factor,
+             "losses": history}, indent=1))
     return vae
 
 
