@@ -1,5 +1,6 @@
-"""`medsora demo`: synthetic endoscopy data -> tiny VAE -> latent (+ flow) cache -> tiny MedSora ->
-DDIM samples -> metrics -> report.html, on a CPU in a few minutes.
+"""`medsora demo`: synthetic endoscopy data -> the packaged pretrained demo VAE + compensation modules -> latent and
+flow-target cache -> tiny MedSora with optical-flow alignment -> DPM-Solver++ samples -> metrics, targets ->
+report.html, on a CPU in under 10 minutes.
 
 Each stage writes its outputs under `out/` and a marker in `out/.done/`; re-running skips finished stages
 (and `medsora train` resumes a stage killed half-way from its checkpoints).
