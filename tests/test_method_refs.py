@@ -1,5 +1,6 @@
 """Parts of the method against independent references (issue "tests that catch a wrong model"): each test here
 fails on a deliberate bug that the shape and loss tests let through."""
+import pytest
 import torch
 from torch import nn
 
@@ -93,3 +94,57 @@ def test_block_with_random_adaln_is_the_papers_residual_sequence():
         x3 = x2 + g_t * block.temporal(mod(block.norm3(x2), sh_t, sc_t), f_v)
     assert torch.allclose(feature, x2, atol=1e-5) and torch.allclose(y, x3, atol=1e-5)
     assert not torch.allclose(g_s, g_t, atol=1e-2)                                    # the gates do differ
+
+
+def test_eq9_fusion_on_fixed_numbers(monkeypatch):
+    """Eq. 9: y = sigma(W1 y_w + b1) * y_w + sigma(W2 y_h + b2) * y_h, with the two axis outputs and the gates fixed
+    to numbers whose result is known by hand (sigma(ln 3) = 0.75, sigma(0) = 0.5, sigma(2 ln 2 - ln 2) = 2/3)."""
+    import math
+
+    from medsora.models.blocks import SpatialMamba
+
+    cfg = model_preset("tiny")
+    sm = SpatialMamba(cfg.hidden_size, pair=0, d_state=cfg.d_state, d_conv=cfg.d_conv, expand=cfg.expand,
+                      headdim=cfg.headdim, ngroups=cfg.ngroups, chunk_size=cfg.chunk_size)
+    d = cfg.hidden_size
+    y_w, y_h = torch.full((1, 1, 4, d), 2.0), torch.full((1, 1, 4, d), -1.0)
+    y_h[..., 1] = math.log(2)
+    outputs = iter([y_w, y_h])
+    monkeypatch.setattr(sm, "_axis", lambda scan, z, f: next(outputs))    # the width axis first, then the height
+    sm.mamba.out_proj = nn.Identity()
+    with torch.no_grad():
+        sm.gate_w.weight.zero_()
+        sm.gate_w.bias.fill_(math.log(3))                  # sigma = 0.75 on the width output
+        sm.gate_h.weight.copy_(torch.eye(d))                # sigma(y_h) on the height output
+        sm.gate_h.bias.zero_()
+        out = sm(torch.zeros(1, 1, 4, d), 1, (2, 2))
+    assert torch.allclose(out[..., 0], torch.tensor(0.75 * 2.0 + (1 / (1 + math.e)) * -1.0), atol=1e-6)
+    assert torch.allclose(out[..., 1], torch.tensor(0.75 * 2.0 + (2 / 3) * math.log(2)), atol=1e-6)
+
+
+def test_i3d_input_is_224_frames_in_minus_one_to_one():
+    """FVD's I3D (a state dict, not the TorchScript) sees (b, 3, 16, 224, 224) in [-1, 1]: checked by a hook on the
+    network's input (feeding [0, 1] instead changed the features by 17 % and no other test saw it)."""
+    from medsora.metrics.fvd import I3DFeatures
+    from medsora.metrics.i3d import InceptionI3d
+
+    class Seen(Exception):
+        pass
+
+    seen = {}
+    net = InceptionI3d()
+
+    def hook(module, args):
+        seen["x"] = args[0]
+        raise Seen                                            # the input is all we need
+
+    net.register_forward_pre_hook(hook)
+    ramp = torch.linspace(0, 255, 64 * 48).round().to(torch.uint8).reshape(1, 1, 64, 48, 1)
+    videos = ramp.expand(2, 16, 64, 48, 3).contiguous()        # every grey level 0..255, not square, not 224
+    try:
+        I3DFeatures(net)(videos)
+    except Seen:
+        pass
+    x = seen["x"]
+    assert x.shape == (2, 3, 16, 224, 224)
+    assert x.min().item() == pytest.approx(-1.0, abs=0.02) and x.max().item() == pytest.approx(1.0, abs=0.02)
