@@ -353,8 +353,8 @@ def _train(cfg: Config, cache_dir: str | Path, run_dir: Path, resume: str | None
                     dist.all_reduce(parts)
                     parts /= world
                 row = {"step": step, "epoch": epoch, "loss": parts[0].item(), "mse": parts[1].item(),
-                       "vb": parts[2].item(), "align": parts[3].item(), "lr": lr, "grad_norm": grad_norm,
-                       "it_s": its, "skipped": skipped}
+                       "vb": parts[2].item(), "align": parts[3].item(), "lr": lr, "batch": n, "grad_norm": grad_norm,
+                       "grad_clip": clip if math.isfinite(clip) else None, "it_s": its, "skipped": skipped}
                 log_row(row)
                 bar.set_postfix(loss=f"{row['loss']:.4f}", it_s=f"{its:.2f}")
             if held is not None and main and (step % t.eval_every == 0 or step == total_steps):

@@ -548,3 +548,22 @@ def test_published_factor_keeps_the_identity_and_old_caches_are_refused(cache, t
     (old / "manifest.json").write_text(json.dumps({k: v for k, v in manifest.items() if k != "latent_norm"}))
     with pytest.raises(CacheError, match="incomplete"):
         LatentDataset(old)
+
+
+def test_phases_and_clipping_follow_the_epochs(cache, synth_mp4, tmp_path):
+    """The warm phase's lr and batch until train.warm_epochs, then the main ones; gradient clipping only from
+    train.grad_clip_from_epoch: read back from metrics.jsonl, step by step (tiny's own preset has neither)."""
+    cfg = tiny_cfg(synth_mp4, "train.warm_epochs=1", "train.warm_lr=3e-3", "train.warm_batch_size=4",
+                   "train.lr=1e-4", "train.batch_size=2", "train.grad_clip_from_epoch=2", "train.grad_clip=0.5",
+                   "train.epochs=3", "train.max_steps=1000")
+    train(cfg, cache, tmp_path / "r", progress=False)
+    rows = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    rows = [r for r in rows if "loss" in r]
+    assert {r["epoch"] for r in rows} == {0, 1, 2}
+    for r in rows:
+        warm = r["epoch"] < 1
+        assert r["lr"] == (3e-3 if warm else 1e-4), r
+        assert r["batch"] <= (4 if warm else 2), r
+        assert r["grad_clip"] == (0.5 if r["epoch"] >= 2 else None), r
+    assert any(r["batch"] == 4 for r in rows if r["epoch"] == 0)
+    assert any(r["batch"] == 2 for r in rows if r["epoch"] >= 1)
