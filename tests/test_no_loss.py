@@ -29,6 +29,14 @@ def run(synth_mp4, vae, tmp_path_factory):
     return root
 
 
+def _sigint_default():
+    """In the child: Ctrl-C as a terminal delivers it. A shell without job control starts background commands with
+    SIGINT ignored (POSIX), and a Python started so never raises KeyboardInterrupt: CI may run us that way."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def files_of(folder):
     return {p: p.read_bytes() for p in folder.rglob("*") if p.is_file() and p.name != ".lock"}
 
@@ -114,7 +122,7 @@ def test_real_ctrl_c_in_train_is_one_line_and_resumable(run, synth_mp4, tmp_path
             "data.num_frames=8", "data.frame_stride=2", "data.clip_offsets=1", "train.align=false",
             "train.batch_size=4", "train.ckpt_every=1", "train.max_steps=100000", "train.epochs=100000"]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+                            env={**os.environ, "OMP_NUM_THREADS": "1"}, preexec_fn=_sigint_default)
     metrics = tmp_path / "run" / "metrics.jsonl"
     start, lines = time.time(), len(metrics.read_text().splitlines())
     while len(metrics.read_text().splitlines()) < lines + 2 and time.time() - start < 120:   # training is under way
@@ -157,7 +165,8 @@ def test_real_ctrl_c_in_cache_is_one_line_and_the_rerun_completes(vae, tmp_path)
             "--device", "cpu", "--preset", "tiny", f"data.root={tmp_path / 'data'}", f"vae.path={tmp_path / 'vae'}",
             "data.num_frames=8", "data.frame_stride=1", "data.clip_offsets=4"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=_sigint_default)
     start = time.time()
     while len(list((tmp_path / "cache").glob("shard-*.safetensors"))) < 2 and time.time() - start < 120:
         time.sleep(0.1)                                            # encoding is under way
