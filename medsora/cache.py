@@ -19,7 +19,6 @@ or clip geometry is refused, never overwritten.
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import logging
 import os
@@ -34,7 +33,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
-from .checkpoint import write_json_atomic
+from .checkpoint import file_sha256, write_json_atomic
 from .config import Config, latent_frames
 from .data.clips import ClipDataset
 from .data.video import VideoError
@@ -109,11 +108,7 @@ def _read_manifest(path: Path) -> dict:
 
 def _file_record(path: Path) -> dict:
     """Size and sha256 of a shard file, as the manifest records them."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return {"size": path.stat().st_size, "sha256": h.hexdigest()}
+    return {"size": path.stat().st_size, "sha256": file_sha256(path)}
 
 
 def _shard_damage(cache_dir: Path, manifest: dict, name: str, deep: bool) -> str | None:

@@ -39,7 +39,8 @@ def write_json_atomic(path: Path, obj) -> None:
     os.replace(tmp, path)
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """sha256 hex digest of a file, read in 1 MiB blocks."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -113,7 +114,7 @@ def save_checkpoint(run_dir: str | Path, step: int, model, ema, optimizer, confi
         for name in files:
             _fsync(tmp / name)
         meta = {"step": step, "epoch": epoch, "config": config, "param_groups": groups, "extra": extra or {},
-                "sha256": {name: _sha256(tmp / name) for name in files}}
+                "sha256": {name: file_sha256(tmp / name) for name in files}}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
         _fsync(tmp / "meta.json")
         if final.exists():
@@ -178,7 +179,7 @@ def verify(ckpt: Path) -> dict:
     _meta_problem(meta, path, _NEEDED_FIRST)
     for name, digest in meta["sha256"].items():
         file = Path(ckpt) / name
-        if not file.exists() or _sha256(file) != digest:
+        if not file.exists() or file_sha256(file) != digest:
             raise CheckpointError(f"{file}: missing or corrupt (checksum mismatch); use an earlier checkpoint")
     _meta_problem(meta, path, [k for k in _META_TYPES if k not in _NEEDED_FIRST])
     return meta

@@ -434,19 +434,11 @@ def weights_sha256(path: Path, cache_dir=DEFAULT_CACHE) -> str:
             memo = {}
     if key in memo:
         return memo[key]
+    from .checkpoint import file_sha256, write_json_atomic
 
-    def digest(f: Path) -> str:
-        h = hashlib.sha256()
-        with open(f, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-        return h.hexdigest()
-
-    value = digest(path) if not path.is_dir() else hashlib.sha256(
-        "".join(f"{f.relative_to(path)}:{digest(f)}\n" for f in files).encode()).hexdigest()
+    value = file_sha256(path) if not path.is_dir() else hashlib.sha256(
+        "".join(f"{f.relative_to(path)}:{file_sha256(f)}\n" for f in files).encode()).hexdigest()
     if memo_path is not None:
-        from .checkpoint import write_json_atomic
-
         memo_path.parent.mkdir(parents=True, exist_ok=True)
         write_json_atomic(memo_path, {**memo, key: value})
     return value

@@ -16,7 +16,6 @@ verified, atomic downloads of arbitrary URLs (torch.hub's download_url_to_file n
 """
 from __future__ import annotations
 
-import hashlib
 import http.client
 import json
 import os
@@ -25,6 +24,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from .checkpoint import file_sha256, write_json_atomic
 from .errors import MedsoraError
 
 LOCK = "weights.lock.json"
@@ -75,14 +75,6 @@ CATALOG = {r.name: r for r in (
 )}
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(CHUNK), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _read_lock(folder: Path) -> dict:
     try:
         lock = json.loads((folder / LOCK).read_text())
@@ -94,14 +86,11 @@ def _read_lock(folder: Path) -> dict:
 
 
 def _write_lock(folder: Path, lock: dict) -> None:
-    from .checkpoint import write_json_atomic
-
     write_json_atomic(folder / LOCK, dict(sorted(lock.items())))
 
 
-def _verify(path: Path, remote: Remote, lock: dict) -> str | None:
-    """None when `path` is the right file; else why not."""
-    digest = _sha256(path)
+def _verify(path: Path, digest: str, remote: Remote, lock: dict) -> str | None:
+    """None when `path` (whose sha256 is `digest`) is the right file; else why not."""
     if remote.sha256 and not digest.startswith(remote.sha256):
         return f"sha256 {digest[:12]}... does not match the published {remote.sha256}"
     known = lock.get(remote.file)
@@ -140,7 +129,7 @@ def _fetch(url: str, part: Path, progress: bool, desc: str, timeout: float) -> N
 def _download_file(remote: Remote, folder: Path, lock: dict, mirror: str, progress: bool, timeout: float) -> Path:
     dest = folder / remote.file
     if dest.exists():
-        why = _verify(dest, remote, lock)
+        why = _verify(dest, file_sha256(dest), remote, lock)
         if why is None:
             return dest
         raise DownloadError(f"{dest} is there but is not the right file ({why}); delete it and run the command again")
@@ -152,14 +141,15 @@ def _download_file(remote: Remote, folder: Path, lock: dict, mirror: str, progre
         reason = getattr(e, "reason", None) or e
         raise DownloadError(f"could not download {remote.file} from {url} ({reason}); check the connection, or "
                             f"use a mirror ({MIRROR_ENV}=URL or --mirror URL); a rerun resumes what arrived") from None
-    why = _verify(part, remote, lock)
+    digest = file_sha256(part)   # read once: for the check and for the lock record
+    why = _verify(part, digest, remote, lock)
     if why is not None:
         part.unlink(missing_ok=True)
         raise DownloadError(f"{remote.file} from {url} failed its check ({why}); nothing was kept; rerun, or "
                             "check the mirror")
     os.replace(part, dest)
     if not remote.sha256 and remote.file not in lock:
-        lock[remote.file] = {"sha256": _sha256(dest), "size": dest.stat().st_size, "source": url}
+        lock[remote.file] = {"sha256": digest, "size": dest.stat().st_size, "source": url}
     return dest
 
 

@@ -6,6 +6,8 @@ The data reader's own odd files (rotation, VFR, raw streams, 16-bit frames, syml
 `make_odd_corpus` cases of test_data_odd.py; the three data-loss paths are in test_no_loss.py.
 """
 import json
+import shutil
+from pathlib import Path
 
 import pytest
 from safetensors.torch import load_file, save_file
@@ -34,13 +36,6 @@ def world(tmp_path_factory, vae, synth_mp4):
     return {"root": w, "vae": w / "vae", "ckpt": ckpt, "data": synth_mp4}
 
 
-def _copy(src, dst):
-    dst.mkdir(parents=True)
-    for f in src.iterdir():
-        (dst / f.name).write_bytes(f.read_bytes())
-    return dst
-
-
 def _truncated(path, src_bytes):
     path.write_bytes(src_bytes[: len(src_bytes) // 2])
     return path
@@ -48,14 +43,14 @@ def _truncated(path, src_bytes):
 
 # each case: (argv builder taking (world, tmp) -> argv, expected exit code, words the output must hold)
 def _vae_one_tensor(w, t):
-    folder = _copy(w["vae"], t / "vae1")
+    folder = Path(shutil.copytree(w["vae"], t / "vae1"))
     sd = load_file(str(folder / WEIGHTS_NAME))
     save_file({k: sd[k] for k in sorted(sd)[:1]}, str(folder / WEIGHTS_NAME))
     return ["cache", "--out", str(t / "c"), "--device", "cpu", f"data.root={w['data']}", f"vae.path={folder}"]
 
 
 def _vae_one_block(w, t):
-    folder = _copy(w["vae"], t / "vaeb")
+    folder = Path(shutil.copytree(w["vae"], t / "vaeb"))
     cfg = json.loads((folder / "config.json").read_text())
     cfg["block_out_channels"] = cfg["block_out_channels"][:1]
     (folder / "config.json").write_text(json.dumps(cfg))
@@ -86,8 +81,6 @@ def _raft_not_raft(w, t):
 
 def _meta_edit(edit):
     def build(w, t):
-        import shutil
-
         ckpt = t / "ckpt"
         shutil.copytree(w["ckpt"], ckpt)
         meta = json.loads((ckpt / "meta.json").read_text())
