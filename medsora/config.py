@@ -111,6 +111,7 @@ class TrainConfig:
     grad_accum: int = 1              # micro-batches per optimizer step (the batch size stays the global batch)
     precision: str = "fp32"          # fp32 | bf16 | fp16 (mixed precision on CUDA; the CPU always runs fp32)
     on_checkpoint_error: str = "stop"  # stop | continue: what a failed checkpoint write (disk full, ...) does
+    compile: bool = False            # torch.compile the backbone's forward (checkpoints are the same either way)
 
 
 @dataclass

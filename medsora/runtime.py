@@ -26,3 +26,18 @@ def default_device(device: str | torch.device | None = None) -> torch.device:
     if device:
         return torch.device(device)
     return torch.device(f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if torch.cuda.is_available() else "cpu")
+
+
+COMPILE_BACKEND = "inductor"   # torch.compile's default; the tests use "aot_eager" (same graphs, no C++ build)
+
+
+def compile_backbone(module: torch.nn.Module, enabled: bool = True):
+    """`torch.compile` of a backbone's forward, or the module itself when not `enabled`.
+
+    Only the call is compiled: the weights stay those of `module` (no `_orig_mod.` prefix in a state dict), so
+    checkpoints written from a compiled run load into an eager one and back. The Mamba-2 scan compiles without a
+    graph break (its recomputing backward becomes `torch.utils.checkpoint` under compile, see models/ssd.py).
+    """
+    if not enabled:
+        return module
+    return torch.compile(module, backend=COMPILE_BACKEND)

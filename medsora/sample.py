@@ -25,7 +25,7 @@ from .data.video import write_frames, write_gif, write_video
 from .diffusion import SOLVERS, ddim_sample, ddpm_sample, solver_sample
 from .latent_norm import LatentNorm
 from .models.medsora import build_model
-from .runtime import default_device, init_distributed
+from .runtime import compile_backbone, default_device, init_distributed
 from .train import make_diffusion
 
 log = logging.getLogger(__name__)
@@ -52,10 +52,12 @@ def to_uint8(video: torch.Tensor) -> np.ndarray:
 @torch.no_grad()
 def sample(checkpoint: str | Path, vae, out_dir: str | Path, num: int = 8, batch_size: int = 4,
            sampler: str | None = None, steps: int | None = None, seed: int = 0, png: bool = False,
-           fps: float = 8.0, device: str | None = None, progress: bool = True, overwrite: bool = False) -> list[Path]:
+           fps: float = 8.0, device: str | None = None, progress: bool = True, overwrite: bool = False,
+           compile: bool = False) -> list[Path]:
     """Sample `num` videos from the checkpoint's EMA weights into `out_dir`; returns the mp4 paths. Under torchrun
     the processes share the batches and write what one process would. A folder holding the samples of another
-    checkpoint or other settings is refused unless `overwrite` (then its old samples are removed first)."""
+    checkpoint or other settings is refused unless `overwrite` (then its old samples are removed first).
+    `compile` runs the backbone through torch.compile (same samples within float tolerance)."""
     for name, value in (("num", num), ("batch_size", batch_size), ("steps", 1 if steps is None else steps)):
         if value < 1:
             raise ValueError(f"sample: {name}={value} must be at least 1")
@@ -83,8 +85,10 @@ def sample(checkpoint: str | Path, vae, out_dir: str | Path, num: int = 8, batch
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
+    net = compile_backbone(model, compile)
+
     def model_fn(x, t):
-        return model(x, t, num_video_frames=fv)
+        return net(x, t, num_video_frames=fv)
 
     # batch b always has the noise of seed (seed, b): N processes (torchrun) each take every N-th batch and
     # write exactly the videos one process would. Each finished batch leaves its latents in .batches/, written

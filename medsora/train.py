@@ -32,7 +32,7 @@ from .diffusion import GaussianDiffusion
 from .errors import MedsoraError
 from .models.medsora import build_model
 from .runlock import LOCK, folder_lock
-from .runtime import default_device, init_distributed
+from .runtime import compile_backbone, default_device, init_distributed
 
 log = logging.getLogger(__name__)
 EVAL_T = (100, 300, 500, 700, 900)  # fixed timesteps of the held-out denoising loss
@@ -208,6 +208,7 @@ def _train(cfg: Config, cache_dir: str | Path, run_dir: Path, resume: str | None
     diffusion = make_diffusion(cfg)
     net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
         if world > 1 else model
+    net = compile_backbone(net, t.compile)
     opt = torch.optim.AdamW(model.parameters(), lr=phase(cfg, 0)[0], weight_decay=t.weight_decay)
     step, epoch, batch_in_epoch, skipped = 0, 0, 0, 0
     precision = t.precision if device.type == "cuda" else "fp32"

@@ -52,7 +52,8 @@ def spiral_order(rows: int, cols: int, pair: int = 0, reverse: bool = False, dev
     the same spiral backwards (centre -> corner). Returns a LongTensor of shape (rows * cols,)."""
     if rows < 1 or cols < 1:
         raise ValueError(f"spiral_order needs a non-empty grid, got {rows}x{cols}")
-    order = torch.tensor(_order(rows, cols, *PAIRS[pair % NUM_PAIRS]), dtype=torch.long, device=device)
+    walk = _order.__wrapped__ if torch.compiler.is_compiling() else _order   # compile traces it once, uncached
+    order = torch.tensor(walk(rows, cols, *PAIRS[pair % NUM_PAIRS]), dtype=torch.long, device=device)
     return order.flip(0) if reverse else order
 
 

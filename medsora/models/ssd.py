@@ -22,6 +22,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from einops import rearrange
+from torch.utils.checkpoint import checkpoint
 
 __all__ = ["ssd_scan", "ssd_chunked", "ssd_recurrent", "effective_chunk_size"]
 
@@ -144,6 +145,9 @@ def ssd_scan(x, dt, A, B, C, chunk_size=256, D=None, dt_bias=None, dt_softplus=F
     """
     if not recompute or not torch.is_grad_enabled():
         return ssd_chunked(x, dt, A, B, C, chunk_size, D, dt_bias, dt_softplus, dt_limit)
+    if torch.compiler.is_compiling():   # torch.compile traces checkpoint (not autograd.grad in a Function)
+        return checkpoint(ssd_chunked, x, dt, A, B, C, chunk_size, D, dt_bias, dt_softplus, dt_limit,
+                          use_reentrant=False)
     return _SSDScan.apply(x, dt, A, B, C, D, dt_bias, chunk_size, dt_softplus, tuple(dt_limit))
 
 
