@@ -148,3 +148,27 @@ def test_i3d_input_is_224_frames_in_minus_one_to_one():
     x = seen["x"]
     assert x.shape == (2, 3, 16, 224, 224)
     assert x.min().item() == pytest.approx(-1.0, abs=0.02) and x.max().item() == pytest.approx(1.0, abs=0.02)
+
+
+def test_alignment_features_are_the_video_frames_only():
+    """L_align compares the spatial output of the video frames with their flow targets (f_v each): the features the
+    model returns are those of the video frames, the same with or without joint images appended (images never
+    reach the video), and never an image's (a `feature[:, -f_v:]` slip takes the images when they are there)."""
+    from medsora.models.medsora import build_model
+
+    torch.manual_seed(0)
+    net = build_model("tiny").eval()
+    with torch.no_grad():
+        for p in net.parameters():                          # leave the zero init: gates open, features informative
+            p.add_(0.05 * torch.randn_like(p))
+    cfg = net.cfg
+    f_v, n_img = 3, 2
+    x = torch.randn(2, f_v + n_img, cfg.in_channels, *cfg.input_size)
+    t = torch.tensor([10, 500])
+    with torch.no_grad():
+        _, feats = net(x, t, num_video_frames=f_v, return_features=True)
+        _, alone = net(x[:, :f_v], t, num_video_frames=f_v, return_features=True)
+    assert len(feats) == cfg.depth
+    for f, a in zip(feats, alone):
+        assert f.shape == (2, f_v, cfg.input_size[0] * cfg.input_size[1] // cfg.patch_size ** 2, cfg.hidden_size)
+        assert torch.allclose(f, a, atol=1e-5), (f - a).abs().max()
