@@ -133,7 +133,7 @@ def train_check(preset: str, batch: int, device: torch.device, smoke: bool) -> l
         peak = f"{torch.cuda.max_memory_allocated() / 2**30:.2f} GiB" if device.type == "cuda" else "n/a (CPU)"
         rows.append(f"{preset} batch {batch} {precision} {'compiled' if compiled else 'eager'}: step {best:.3f} s, "
                     f"first step {first:.1f} s (compile included), peak memory {peak}")
-        del model, ema, net, opt
+        model = ema = net = opt = None   # free the GPU memory before the next mode
     return rows
 
 
