@@ -98,7 +98,9 @@ def test_two_processes_sample_what_one_does(cache, tmp_path):
     done = cli("train", "--cache", str(cache), *ARGS, "train.batch_size=2", "train.max_steps=2", "--run-dir", str(run))
     assert done.returncode == 0, done.stderr[-2000:]
     VideoVAE.tiny(seed=0).save_pretrained(tmp_path / "vae")     # the VAE the cache was built with
-    common = ["sample", str(run), "--num-videos", "5", "--batch-size", "2", "--steps", "3", "--vae", str(tmp_path / "vae")]
+    # the stochastic DPM-Solver++ SDE: its noise too must be that of the batch, not of the process
+    common = ["sample", str(run), "--num-videos", "5", "--batch-size", "2", "--steps", "3", "--vae", str(tmp_path / "vae"),
+              "--sampler", "dpmpp-2m-sde"]
     for name, nproc in (("one", 1), ("two", 2)):
         res = cli(*common, "--out", str(tmp_path / name), nproc=nproc)
         assert res.returncode == 0, res.stderr[-2000:]

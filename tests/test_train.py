@@ -273,13 +273,14 @@ def test_sample_writes_videos(cache, synth_mp4, vae, tmp_path):
             sample(tmp_path / "run", vae, tmp_path / "bad", **{"num": 1, **bad}, progress=False)
 
 
-def test_sample_resumes_after_a_kill(cache, synth_mp4, vae, tmp_path, monkeypatch):
-    """A killed sampling run resumes at the first batch without its latents and ends as an uninterrupted one; a
-    run with other settings does not reuse the batches."""
+@pytest.mark.parametrize("sampler", ["ddim", "dpmpp-2m-sde"])
+def test_sample_resumes_after_a_kill(cache, synth_mp4, vae, tmp_path, monkeypatch, sampler):
+    """A killed sampling run resumes at the first batch without its latents and ends as an uninterrupted one (also
+    with the stochastic DPM-Solver++ SDE); a run with other settings does not reuse the batches."""
     import medsora.sample as sample_mod
 
     train(tiny_cfg(synth_mp4, "train.max_steps=1"), cache, tmp_path / "run", progress=False)
-    opts = dict(num=5, batch_size=2, steps=3, progress=False)
+    opts = dict(num=5, batch_size=2, steps=3, progress=False, sampler=sampler)
     sample(tmp_path / "run", vae, tmp_path / "ref", **opts)
     real, calls, armed = sample_mod._decode_and_write, [], [True]
 
