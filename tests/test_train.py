@@ -273,6 +273,22 @@ def test_sample_writes_videos(cache, synth_mp4, vae, tmp_path):
             sample(tmp_path / "run", vae, tmp_path / "bad", **{"num": 1, **bad}, progress=False)
 
 
+def test_every_sampler_runs_end_to_end_and_an_unknown_one_is_refused(cache, synth_mp4, vae, tmp_path):
+    train(tiny_cfg(synth_mp4, "train.max_steps=1"), cache, tmp_path / "run", progress=False)
+    latents = {}
+    for name in ("ddim", "ddpm", "dpmpp-2m", "dpmpp-2m-sde", "unipc"):
+        paths = sample(tmp_path / "run", vae, tmp_path / name, num=1, steps=3, sampler=name, progress=False)
+        assert paths[0].exists()
+        latents[name] = load_file(tmp_path / name / "latents.safetensors")["latents"]
+        assert latents[name].shape == (1, 2, 4, 8, 8) and torch.isfinite(latents[name]).all()
+    # the same noise, five different integrators: five different results (the name is not ignored)
+    names = list(latents)
+    assert all(not torch.equal(latents[a], latents[b]) for i, a in enumerate(names) for b in names[i + 1:])
+    with pytest.raises(ValueError, match="sampler must be one of"):
+        sample(tmp_path / "run", vae, tmp_path / "euler", num=1, steps=3, sampler="euler", progress=False)
+    assert not (tmp_path / "euler").exists()                       # refused before any work
+
+
 @pytest.mark.parametrize("sampler", ["ddim", "dpmpp-2m-sde"])
 def test_sample_resumes_after_a_kill(cache, synth_mp4, vae, tmp_path, monkeypatch, sampler):
     """A killed sampling run resumes at the first batch without its latents and ends as an uninterrupted one (also
