@@ -53,6 +53,7 @@ class ModelConfig:
     recompute: bool = True  # backward keeps only Mamba projections and attention q/k/v, recomputes the rest (as fused kernels)
     # DINO layer aligned with each block (Table 1); empty = no block is aligned
     align_layers: tuple[int, ...] = tuple(range(12))  # DINO layer aligned with each block
+    first_frame: bool = False        # image-to-video: a zero-initialised patch embedding of a given first latent frame (docs/first_frame.md); off = the paper's model
 
 
 @dataclass
@@ -112,6 +113,7 @@ class TrainConfig:
     precision: str = "fp32"          # fp32 | bf16 | fp16 (mixed precision on CUDA; the CPU always runs fp32)
     on_checkpoint_error: str = "stop"  # stop | continue: what a failed checkpoint write (disk full, ...) does
     compile: bool = False            # torch.compile the backbone's forward (checkpoints are the same either way)
+    first_frame_prob: float = 0.9    # model.first_frame: probability a clip is given its first latent frame (else dropped: unconditional)
 
 
 @dataclass
@@ -650,6 +652,8 @@ def validate(cfg: Config) -> Config:
     for name in ("grad_clip", "align_weight", "align_margin", "weight_decay"):
         _check(getattr(t, name) >= 0, f"train.{name}", getattr(t, name), "a number >= 0")
     _check(t.posterior in ("sample", "mode"), "train.posterior", t.posterior, "sample or mode")
+    _check(0.0 <= t.first_frame_prob <= 1.0, "train.first_frame_prob", t.first_frame_prob,
+           "a probability in [0, 1] (0.9: 10% of the clips train the unconditional model for guidance)")
     _check(cfg.vae.latent_norm in ("auto", "measured", "published"), "vae.latent_norm", cfg.vae.latent_norm,
            "auto, measured or published")
     _check(t.on_checkpoint_error in ("stop", "continue"), "train.on_checkpoint_error", t.on_checkpoint_error,

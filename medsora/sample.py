@@ -18,11 +18,12 @@ import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
+from . import long_video
 from .cache import LatentDataset
 from .checkpoint import load_weights, newest_checkpoint, verify, write_json_atomic
 from .config import from_dict, latent_frames
 from .data.video import write_frames, write_gif, write_video
-from .diffusion import SOLVERS, ddim_sample, ddpm_sample, solver_sample
+from .diffusion import SOLVERS
 from .latent_norm import LatentNorm
 from .models.medsora import build_model
 from .runtime import compile_backbone, default_device, init_distributed
@@ -50,14 +51,18 @@ def to_uint8(video: torch.Tensor) -> np.ndarray:
 
 
 @torch.no_grad()
-def sample(checkpoint: str | Path, vae, out_dir: str | Path, num: int = 8, batch_size: int = 4,
+def sample(checkpoint: str | Path, vae, out_dir: str | Path, num: int | None = 8, batch_size: int = 4,
            sampler: str | None = None, steps: int | None = None, seed: int = 0, png: bool = False,
            fps: float = 8.0, device: str | None = None, progress: bool = True, overwrite: bool = False,
-           compile: bool = False) -> list[Path]:
+           compile: bool = False, first_frame: str | Path | None = None, guidance: float = 1.0,
+           frames: int | None = None) -> list[Path]:
     """Sample `num` videos from the checkpoint's EMA weights into `out_dir`; returns the mp4 paths. Under torchrun
     the processes share the batches and write what one process would. A folder holding the samples of another
     checkpoint or other settings is refused unless `overwrite` (then its old samples are removed first).
-    `compile` runs the backbone through torch.compile (same samples within float tolerance)."""
+    `compile` runs the backbone through torch.compile (same samples within float tolerance).
+    First-frame checkpoints (docs/first_frame.md): `first_frame` (an image, a video or a folder of them; one video
+    per image, num=None: as many as images) with `guidance` on it, and `frames` beyond one clip (long videos)."""
+    num = num if num is not None else 8 if first_frame is None else len(long_video.first_frame_files(first_frame))
     for name, value in (("num", num), ("batch_size", batch_size), ("steps", 1 if steps is None else steps)):
         if value < 1:
             raise ValueError(f"sample: {name}={value} must be at least 1")
@@ -80,15 +85,17 @@ def sample(checkpoint: str | Path, vae, out_dir: str | Path, num: int = 8, batch
         raise ValueError(f"sampler must be one of ddim, ddpm, {', '.join(SOLVERS)}; got {sampler!r}")
     steps = steps or cfg.diffusion.sample_steps
     fv = latent_frames(cfg.data.num_frames)
+    _check_first_frame(cfg, ckpt, first_frame, frames, guidance)
     norm = LatentNorm.from_dict(meta.get("extra", {}).get("latent_norm"), cfg.model.in_channels)
     shape = (fv, cfg.model.in_channels, *cfg.model.input_size)
+    firsts = None if first_frame is None else long_video.first_frame_latents(vae, norm, first_frame, cfg.data.size)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
     net = compile_backbone(model, compile)
 
-    def model_fn(x, t):
-        return net(x, t, num_video_frames=fv)
+    def model_fn(x, t, cond=None):
+        return net(x, t, num_video_frames=fv, cond=None if cond is None else cond.to(x))
 
     # batch b always has the noise of seed (seed, b): N processes (torchrun) each take every N-th batch and
     # write exactly the videos one process would. Each finished batch leaves its latents in .batches/, written
@@ -97,6 +104,8 @@ def sample(checkpoint: str | Path, vae, out_dir: str | Path, num: int = 8, batch
     starts = list(range(0, num, batch_size))
     key = {"checkpoint": str(ckpt), "sampler": sampler, "steps": steps, "seed": seed, "batch_size": batch_size,
            "num": num}
+    if first_frame is not None or frames is not None:   # recorded only when used: older records stay valid
+        key.update(first_frame=str(first_frame), guidance=guidance, frames=frames)
     if rank == 0:
         _claim_folder(out_dir, key, overwrite)
     parts = _batch_folder(out_dir, key, rank, world)
@@ -107,17 +116,17 @@ def sample(checkpoint: str | Path, vae, out_dir: str | Path, num: int = 8, batch
         n = min(batch_size, num - starts[b])
         g = torch.Generator().manual_seed(seed * 1_000_003 + b)
         noise = torch.randn((n, *shape), generator=g)
-        if sampler == "ddim":
-            z = ddim_sample(diffusion, model_fn, noise.shape, steps=steps, eta=cfg.diffusion.eta, noise=noise,
-                            device=device, progress=False)
-        elif sampler == "ddpm":
-            z = ddpm_sample(diffusion, model_fn, noise.shape, steps=steps, noise=noise, generator=g,
-                            device=device, progress=False)
-        else:
-            z = solver_sample(diffusion, model_fn, noise.shape, steps=steps, solver=sampler, noise=noise,
-                              generator=g, device=device, progress=False)
-        z = norm.denormalize(z)                       # the VAE's latents
-        _decode_and_write(vae, z, out_dir, "sample", starts[b], fps, png)
+
+        def draw(fn, x_T):
+            return long_video.draw(sampler, diffusion, fn, x_T, g, steps, cfg.diffusion.eta, device)
+
+        if firsts is None and frames is None:
+            z = norm.denormalize(draw(model_fn, noise))   # the VAE's latents
+            _decode_and_write(vae, z, out_dir, "sample", starts[b], fps, png)
+        else:                                             # image-conditioned and/or long: medsora.long_video
+            first = None if firsts is None else firsts[[(starts[b] + k) % len(firsts) for k in range(n)]]
+            z, videos = long_video.generate(draw, model_fn, vae, norm, noise, g, first, frames, guidance)
+            _write_videos(videos, out_dir, "sample", starts[b], fps, png)
         save_file({"latents": z.cpu().contiguous()}, str(parts / f"{b:05d}.tmp"))
         os.replace(parts / f"{b:05d}.tmp", parts / f"{b:05d}.safetensors")
     if world > 1:
@@ -175,9 +184,30 @@ def _batch_folder(out_dir: Path, key: dict, rank: int, world: int) -> Path:
     return parts
 
 
+def _check_first_frame(cfg, ckpt: Path, first_frame, frames: int | None, guidance: float) -> None:
+    """--first-frame and --frames beyond one clip need a checkpoint trained with model.first_frame."""
+    if frames is not None and frames < 1:
+        raise ValueError(f"sample: frames={frames} must be at least 1")
+    if first_frame is not None and not 0 <= guidance < float("inf"):
+        raise ValueError(f"sample: guidance={guidance} must be a finite number >= 0 (1: the conditional model alone)")
+    if cfg.model.first_frame:
+        return
+    if first_frame is not None:
+        raise ValueError(f"the checkpoint {ckpt} was trained without model.first_frame, so it cannot start from a "
+                         "given first frame; train with model.first_frame=true, or sample without --first-frame")
+    if frames is not None and frames > cfg.data.num_frames:
+        raise ValueError(f"--frames {frames} is longer than one clip ({cfg.data.num_frames} frames) and the "
+                         f"checkpoint {ckpt} was trained without model.first_frame (segments are chained on their "
+                         f"last frame); train with model.first_frame=true, or ask for at most {cfg.data.num_frames}")
+
+
 def _decode_and_write(vae, z: torch.Tensor, out_dir: Path, prefix: str, start: int, fps: float, png: bool) -> None:
     """Decode latents (n, f, C, h, w) and write `{prefix}_{k:03d}` .mp4 + .gif (+ PNG frames) from index `start`."""
-    videos = vae.decode(z.to(vae.device, vae.dtype)).float().cpu()     # (n, T, 3, H, W)
+    _write_videos(vae.decode(z.to(vae.device, vae.dtype)).float().cpu(), out_dir, prefix, start, fps, png)
+
+
+def _write_videos(videos: torch.Tensor, out_dir: Path, prefix: str, start: int, fps: float, png: bool) -> None:
+    """Videos (n, T, 3, H, W) in [-1, 1] -> `{prefix}_{k:03d}` .mp4 + .gif (+ PNG frames) from index `start`."""
     for k, v in enumerate(videos):
         frames = to_uint8(v)
         name = f"{prefix}_{start + k:03d}"

@@ -25,6 +25,7 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
+from . import first_frame
 from .cache import LatentDataset
 from .checkpoint import list_checkpoints, load_checkpoint, newest_checkpoint, save_checkpoint, write_json_atomic
 from .config import Config, to_dict, to_yaml
@@ -223,7 +224,7 @@ def _train(cfg: Config, cache_dir: str | Path, run_dir: Path, resume: str | None
 
     if ckpt is not None:
         meta = load_checkpoint(ckpt, model, ema, opt)
-        if meta["config"]["model"] != to_dict(cfg)["model"]:
+        if {"first_frame": False, **meta["config"]["model"]} != to_dict(cfg)["model"]:   # saved before the option
             diff = {k: (v, to_dict(cfg)["model"][k]) for k, v in meta["config"]["model"].items()
                     if to_dict(cfg)["model"].get(k) != v}
             raise TrainError(f"checkpoint {ckpt} was trained with another model config (checkpoint vs now: {diff}); "
@@ -299,10 +300,11 @@ def _train(cfg: Config, cache_dir: str | Path, run_dir: Path, resume: str | None
             g = torch.Generator().manual_seed(t.seed * 1_000_003 + step)   # drawn for the global batch
             tt = torch.randint(0, diffusion.num_timesteps, (n,), generator=g)[mine].to(device)
             noise = torch.randn((n, *x0.shape[1:]), generator=g)[mine].to(device)
+            cond = first_frame.training_condition(x0, g, n, mine, t.first_frame_prob) if cfg.model.first_frame else None
             torch.manual_seed(t.seed * 7_919 + step)  # dropout of this step
 
-            def model_fn(x_t, ts):
-                return net(x_t, ts, num_video_frames=fv, return_features=align)
+            def model_fn(x_t, ts, cond=None):
+                return net(x_t, ts, num_video_frames=fv, return_features=align, cond=cond)
 
             opt.zero_grad(set_to_none=True)
             grad_norm = None
@@ -313,7 +315,8 @@ def _train(cfg: Config, cache_dir: str | Path, run_dir: Path, resume: str | None
                 mb = slice(k * micro, (k + 1) * micro)
                 sync = world == 1 or k == t.grad_accum - 1
                 with (contextlib.nullcontext() if sync else net.no_sync()), autocast():
-                    losses = diffusion.training_losses(model_fn, x0[mb], tt[mb], noise=noise[mb])
+                    fn = first_frame.bind(model_fn, cond, mb)
+                    losses = diffusion.training_losses(fn, x0[mb], tt[mb], noise=noise[mb])
                     loss = losses["loss"].mean()
                     l_align = torch.zeros((), device=device)
                     if align:

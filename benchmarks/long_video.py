@@ -1,0 +1,115 @@
+"""Long videos and first frames from a tiny first-frame model (issue #18), on CPU.
+
+Synthetic endoscopy videos -> the packaged demo VAE -> latent cache -> a `tiny` MedSora trained with
+model.first_frame=true for STEPS steps -> (1) image-conditioned samples: PSNR of their first decoded frame against
+the conditioning frame, beside the VAE's own reconstruction PSNR of that frame; (2) long videos (FRAMES frames,
+segments chained on their last frame): the frame-to-frame mean absolute difference at each segment boundary vs the
+median inside segments (goal <= 1.5x). Writes benchmarks/results/long_video.md.
+
+    OMP_NUM_THREADS=1 python benchmarks/long_video.py [--steps 400] [--out /tmp/long_video]
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from medsora.assets import DEMO_VAE
+from medsora.cache import build_cache
+from medsora.config import load_config
+from medsora.data.synth import write_dataset
+from medsora.data.video import probe, read_frames, write_frames
+from medsora.demo import demo_vae_geometry
+from medsora.long_video import read_first_frame
+from medsora.sample import sample
+from medsora.train import train
+from medsora.vae.autoencoder import VideoVAE
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    return 10 * math.log10(255 ** 2 / max(((a.astype(np.float64) - b) ** 2).mean(), 1e-12))
+
+
+def frames_of(path: Path) -> np.ndarray:
+    return read_frames(path, range(probe(path).num_frames)).astype(np.float64)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--steps", type=int, default=400)
+    ap.add_argument("--frames", type=int, default=41, help="frames per long video (clips of 9: 5 segments)")
+    ap.add_argument("--videos", type=int, default=4, help="long videos and conditioned samples")
+    ap.add_argument("--out", default="/tmp/medsora-long-video")
+    ap.add_argument("--results", default=str(Path(__file__).parent / "results" / "long_video.md"))
+    args = ap.parse_args()
+    out = Path(args.out)
+    torch.manual_seed(0)
+    vae = VideoVAE.from_pretrained(DEMO_VAE).eval()
+    if not (out / "data").exists():
+        write_dataset(out / "data", videos=8, seed=0, frames=60, size=64, fmt="mp4")
+    cfg = load_config("tiny", overrides=[
+        f"data.root={out / 'data'}", "data.size=64", "data.num_frames=9", "data.frame_stride=2", "data.num_images=0",
+        "train.align=false", "model.first_frame=true", "train.first_frame_prob=0.9", f"train.max_steps={args.steps}",
+        "train.epochs=100000", "train.log_every=50", f"train.ckpt_every={args.steps}", *demo_vae_geometry(DEMO_VAE, 64)])
+    if not (out / "cache" / "manifest.json").exists():
+        build_cache(cfg, vae, out / "cache", progress=False)
+    t0 = time.perf_counter()
+    run = out / f"run-{args.steps}"
+    if not run.exists():
+        train(cfg, out / "cache", run, progress=False)
+    train_s = time.perf_counter() - t0
+
+    # (1) first frames: frame 0 of held-in videos at several points
+    sources = sorted((out / "data").glob("*.mp4"))
+    images = np.stack([read_frames(sources[k % len(sources)], [3 * k])[0] for k in range(args.videos)])
+    write_frames(out / "firsts", images)
+    rows = []
+    for guidance in (1.0, 2.0):
+        paths = sample(run, vae, out / f"i2v-{guidance}", num=None, first_frame=out / "firsts", guidance=guidance,
+                       sampler="dpmpp-2m", steps=25, progress=False, overwrite=True)
+        got, ref = [], []
+        for k, p in enumerate(paths):
+            x = read_first_frame(out / "firsts" / f"{k:05d}.png", 64)
+            with torch.no_grad():
+                rec = vae.decode(vae.encode(x[None, None]))[0, 0]
+            target = ((x + 1) * 127.5).round().permute(1, 2, 0).numpy()
+            ref.append(psnr(((rec.clamp(-1, 1) + 1) * 127.5).round().permute(1, 2, 0).numpy(), target))
+            got.append(psnr(frames_of(p)[0], target))
+        rows.append((guidance, float(np.mean(got)), float(np.mean(ref))))
+
+    # (2) long videos: boundary vs inside frame-to-frame differences
+    clip = cfg.data.num_frames
+    paths = sample(run, vae, out / "long", num=args.videos, frames=args.frames, sampler="dpmpp-2m", steps=25,
+                   progress=False, overwrite=True)
+    boundary, inside = [], []
+    for p in paths:
+        v = frames_of(p)
+        assert len(v) == args.frames
+        diffs = np.abs(np.diff(v, axis=0)).mean(axis=(1, 2, 3))            # diffs[i]: frame i -> i + 1
+        cuts = {clip - 1 + s * (clip - 1) for s in range(len(v))}          # last frame of a segment -> the next
+        for i, d in enumerate(diffs):
+            (boundary if i in cuts else inside).append(d)
+    ratio = float(np.mean(boundary) / np.median(inside))
+    text = "\n".join([
+        "# Long videos and first frames (benchmarks/long_video.py)", "",
+        f"A `tiny` MedSora (model.first_frame=true, train.first_frame_prob=0.9) trained {args.steps} steps "
+        f"({train_s:.0f} s on this CPU) on 8 synthetic 64 px videos through the packaged demo VAE, clips of "
+        f"{clip} frames; DPM-Solver++ 25 steps. {args.videos} videos per row.", "",
+        "## First frame: PSNR of the sample's first decoded frame against the conditioning frame", "",
+        "| guidance | sample PSNR (dB) | VAE reconstruction PSNR (dB) | gap (dB) | goal (gap <= 1 dB) |", "|---|---|---|---|---|",
+        *[f"| {g:g} | {s:.2f} | {r:.2f} | {r - s:.2f} | {'met' if r - s <= 1 else 'not met'} |" for g, s, r in rows], "",
+        f"## Long videos: {args.frames} frames, segments of {clip} chained on their last frame", "",
+        "| boundary MAD (mean) | inside MAD (median) | ratio | goal (<= 1.5x) |", "|---|---|---|---|",
+        f"| {np.mean(boundary):.2f} | {np.median(inside):.2f} | {ratio:.2f}x | {'met' if ratio <= 1.5 else 'not met'} |",
+        "", "MAD: mean absolute difference of consecutive frames, grey levels (0-255), over all pixels and channels.", ""])
+    Path(args.results).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.results).write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
