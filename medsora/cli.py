@@ -50,8 +50,10 @@ def cmd_synth(args) -> int:
 
     w, _, h = args.size.partition("x")
     size = (int(h), int(w)) if h else int(w)
-    paths = write_dataset(args.out, videos=args.videos, seed=args.seed, frames=args.frames, size=size, fmt=args.format)
-    print(f"wrote {len(paths)} synthetic endoscopy videos to {args.out}")
+    paths = write_dataset(args.out, videos=args.videos, seed=args.seed, frames=args.frames, size=size, fmt=args.format,
+                          labels=args.labels)
+    print(f"wrote {len(paths)} synthetic endoscopy videos to {args.out}"
+          + (f" and their labels (polyp / normal) to {os.path.join(args.out, 'labels.csv')}" if args.labels else ""))
     return 0
 
 
@@ -122,7 +124,7 @@ def cmd_sample(args) -> int:
         return 0
     paths = sample(ckpt, vae, args.out, num=args.num, batch_size=args.batch_size, sampler=args.sampler,
                    steps=args.steps, seed=args.seed, png=args.png, device=args.device, overwrite=args.overwrite,
-                   compile=args.compile)
+                   compile=args.compile, first_frame=args.first_frame, guidance=args.guidance, frames=args.frames)
     _say(f"wrote {len(paths)} videos (mp4 + gif) to {args.out}")
     return 0
 
@@ -227,6 +229,21 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_downstream(args) -> int:
+    from .downstream import DownstreamConfig, run_downstream
+    from .runtime import default_device
+
+    data = _load(args).data   # clip geometry of the training config unless given
+    cfg = DownstreamConfig(arch=args.arch, weights=args.weights or "", frames=args.frames or data.num_frames,
+                           stride=args.stride or data.frame_stride, size=args.size or data.size, epochs=args.epochs,
+                           batch_size=args.batch_size, mu=args.mu, threshold=args.threshold, lambda_u=args.lambda_u,
+                           lr=args.lr, weight_decay=args.weight_decay)
+    res = run_downstream(args.train, args.test, args.unlabeled, args.out, cfg, seeds=args.seeds,
+                         device=default_device(args.device))
+    print(res["table"] + f"({res['f1']}; mean ± std over seeds {args.seeds}) -> {os.path.join(args.out, 'results.json')}")
+    return 0
+
+
 def cmd_report(args) -> int:
     from .report import build_report
 
@@ -264,6 +281,8 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--frames", type=int, default=64, help="frames per video (default 64)")
     synth.add_argument("--size", default="128", help="frame size: S (square) or WxH, e.g. 768x576 (default 128)")
     synth.add_argument("--format", choices=["mp4", "frames"], default="mp4")
+    synth.add_argument("--labels", action="store_true",
+                       help="draw even videos with a polyp, odd ones without, and write OUT/labels.csv (path,label)")
     synth.set_defaults(func=cmd_synth)
 
     model = sub.add_parser("model", help="inspect the backbone").add_subparsers(dest="sub", metavar="ACTION")
@@ -293,8 +312,9 @@ def build_parser() -> argparse.ArgumentParser:
     smp = sub.add_parser("sample", help="sample videos from a checkpoint's EMA weights")
     smp.add_argument("checkpoint", help="checkpoint folder or run folder (its newest checkpoint)")
     smp.add_argument("--out", required=True, help="output folder for mp4/gif")
-    smp.add_argument("--num-videos", "--num", dest="num", type=int, default=8,
-                     help="videos to write (under torchrun spell it --num-videos: torchrun reads --num as its own)")
+    smp.add_argument("--num-videos", "--num", dest="num", type=int, default=None,
+                     help="videos to write (default 8, with --first-frame one per image; under torchrun spell it "
+                          "--num-videos: torchrun reads --num as its own)")
     smp.add_argument("--batch-size", type=int, default=4)
     smp.add_argument("--sampler", choices=["ddim", "ddpm", "dpmpp-2m", "dpmpp-2m-sde", "unipc"], default=None,
                      help="default: the config's (ddim); dpmpp-2m at 20 steps: see README 'Sampling'")
@@ -311,6 +331,14 @@ def build_parser() -> argparse.ArgumentParser:
     smp.add_argument("--reconstruct", type=int, default=0, metavar="N",
                      help="instead of sampling, decode N real clips of the run's latent cache: what the VAE alone "
                           "keeps, the reference to compare samples with (medsora report --reconstructions)")
+    smp.add_argument("--first-frame", default=None, metavar="PATH",
+                     help="start each video from a given frame: an image, a video (its first frame) or a folder of "
+                          "them, one video per image; needs a model.first_frame checkpoint (docs/first_frame.md)")
+    smp.add_argument("--guidance", type=float, default=1.0, metavar="S",
+                     help="guidance on the first frame: eps_u + S (eps_c - eps_u); 1 = the conditional model alone")
+    smp.add_argument("--frames", type=int, default=None, metavar="N",
+                     help="frames per video (default: one clip); beyond one clip, segments chained on their last "
+                          "frame (needs a model.first_frame checkpoint)")
     smp.set_defaults(func=cmd_sample)
     ev = sub.add_parser("eval", help="FVD, CD-FVD, FID, IS and frame consistency of generated vs real videos")
     ev.add_argument("--real", required=True, help="folder of real videos / frame folders")
@@ -391,6 +419,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("overrides", nargs="*", metavar="section.key=value", help="config overrides (tiny preset)")
     demo.set_defaults(func=cmd_demo)
 
+    _downstream_parser(sub)
+
     rep = sub.add_parser("report", help="build report.html for a run folder")
     rep.add_argument("run_dir")
     rep.add_argument("--samples", default=None, help="generated videos (default: RUN_DIR/samples)")
@@ -401,6 +431,32 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--out", default=None, help="HTML path (default: RUN_DIR/report.html)")
     rep.set_defaults(func=cmd_report)
     return p
+
+
+def _downstream_parser(sub) -> None:
+    ds = sub.add_parser("downstream", help="Table 4: a video classifier supervised-only vs + generated videos "
+                                           "as unlabeled data (FixMatch); F1 and accuracy")
+    ds.add_argument("--train", required=True, metavar="CSV", help="labelled training videos: lines of path,label")
+    ds.add_argument("--test", required=True, metavar="CSV", help="labelled test videos: lines of path,label")
+    ds.add_argument("--unlabeled", metavar="DIR", help="unlabeled (generated) videos; without it: supervised only")
+    ds.add_argument("--out", required=True, help="output folder (re-running resumes / skips finished runs)")
+    ds.add_argument("--arch", default="tiny", choices=["tiny", "r3d_18", "mc3_18", "r2plus1d_18"],
+                    help="torchvision VideoResNet classifier (default tiny; the paper's setting: r3d_18)")
+    ds.add_argument("--weights", metavar="FILE", help="initial classifier weights (.pth state dict or .safetensors)")
+    ds.add_argument("--frames", type=int, help="frames per clip (default: data.num_frames)")
+    ds.add_argument("--stride", type=int, help="take every k-th frame (default: data.frame_stride)")
+    ds.add_argument("--size", type=int, help="clip size in px (default: data.size)")
+    ds.add_argument("--epochs", type=int, default=30)
+    ds.add_argument("--batch-size", type=int, default=8, help="labelled clips per step")
+    ds.add_argument("--mu", type=int, default=2, help="unlabeled clips per labelled clip in a step")
+    ds.add_argument("--threshold", type=float, default=0.95, help="confidence a pseudo-label needs")
+    ds.add_argument("--lambda-u", type=float, default=1.0, help="weight of the unlabeled loss")
+    ds.add_argument("--lr", type=float, default=1e-3, help="AdamW peak learning rate (cosine to 0)")
+    ds.add_argument("--weight-decay", type=float, default=0.05, help="AdamW weight decay")
+    ds.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ds.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    _config_args(ds)
+    ds.set_defaults(func=cmd_downstream)
 
 
 def main(argv: list[str] | None = None) -> int:

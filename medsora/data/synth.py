@@ -13,6 +13,11 @@ dark vignette outside a circular field of view.
 
     make_video(seed, frames=64, size=128) -> uint8 (T, H, W, 3)     a pure function of its arguments
     write_dataset(out_dir, videos=8, seed=0, ...) -> [video_000.mp4, ...] or [video_000/, ...]
+    write_dataset(..., labels=True) also writes labels.csv: `path,label`, polyp / normal, balanced
+
+`polyp=True / False` forces a polyp onto the canvas / keeps it free of polyps (the labels of the downstream
+test; a forced polyp is drawn larger and nearer the centre, so that the video shows it); `polyp=None` (the
+default) draws exactly what it always drew, so existing seeds give the same videos.
 
 Motion is defined per frame (not per video length), so `make_video(s, frames=16)` is the first 16
 frames of `make_video(s, frames=64)`. All lengths scale with the frame size, so 128 px and 768x576
@@ -37,6 +42,10 @@ FOV_RADIUS = 0.47      # circular field of view, radius
 PAN_AMPLITUDE = 0.45   # max |offset| of the camera centre from the canvas centre, per axis
 ZOOM_RANGE = (0.8, 1.3)
 MAX_ROTATION = 0.6     # radians
+# A polyp forced by `polyp=True` (labelled data) is drawn larger and nearer the centre, so that a clip of the video
+# shows it: the same draws, radius x SCALE, offset from the canvas centre x SHIFT.
+FORCED_POLYP_SCALE = 1.6
+FORCED_POLYP_SHIFT = 0.5
 
 
 @dataclass
@@ -96,8 +105,11 @@ def _vessel_tree(rng, img, x, y, angle, width, step, depth, scale):
                          depth + 1, scale)
 
 
-def make_scene(rng: np.random.Generator, size=128) -> Scene:
-    """The canvas of one video: large enough that the field of view never leaves it."""
+def make_scene(rng: np.random.Generator, size=128, polyp: bool | None = None) -> Scene:
+    """The canvas of one video: large enough that the field of view never leaves it.
+
+    `polyp`: None draws 0-2 polyps by seed; True at least one (the drawn number, or 1); False none.
+    """
     h, w = _size_hw(size)
     unit = float(min(h, w))
     reach = PAN_AMPLITUDE + FOV_RADIUS / ZOOM_RANGE[0] + 0.05     # canvas half-size, in units
@@ -125,10 +137,13 @@ def make_scene(rng: np.random.Generator, size=128) -> Scene:
               + (0.02 * unit) * band_noise(rng, n, 0.5 * unit, 0.4))
     yy, xx = np.mgrid[0:n, 0:n].astype(np.float32)
     polyps = []
-    for _ in range(int(rng.choice([0, 0, 1, 1, 2]))):
+    count = int(rng.choice([0, 0, 1, 1, 2]))   # drawn in every case: the canvas above never depends on `polyp`
+    if polyp is not None:
+        count = max(count, 1) if polyp else 0
+    for _ in range(count):
         # near the canvas centre, where the camera spends its time
-        cx, cy = n / 2 + rng.uniform(-0.3, 0.3, 2) * unit
-        r0 = rng.uniform(0.12, 0.25) * unit
+        cx, cy = n / 2 + rng.uniform(-0.3, 0.3, 2) * unit * (FORCED_POLYP_SHIFT if polyp else 1.0)
+        r0 = rng.uniform(0.12, 0.25) * unit * (FORCED_POLYP_SCALE if polyp else 1.0)
         theta = np.arctan2(yy - cy, xx - cx)
         wobble = 1 + sum(rng.uniform(0, 0.08) * np.sin(k * theta + rng.uniform(0, 2 * np.pi)) for k in (2, 3, 5))
         d = np.hypot(xx - cx, yy - cy) / (r0 * wobble)
@@ -201,13 +216,13 @@ def render_frame(scene: Scene, cam, size=128) -> np.ndarray:
     return (np.clip(rgb, 0, 1) * 255 + 0.5).astype(np.uint8)
 
 
-def make_video(seed: int, frames: int = 64, size=128) -> np.ndarray:
+def make_video(seed: int, frames: int = 64, size=128, polyp: bool | None = None) -> np.ndarray:
     """uint8 (T, H, W, 3) endoscopy-like video; `size` is an int (square) or (height, width).
 
-    A pure function of its arguments: the same seed gives the identical array.
+    A pure function of its arguments: the same seed gives the identical array. `polyp`: see `make_scene`.
     """
     rng = np.random.default_rng(seed)
-    scene = make_scene(rng, size)
+    scene = make_scene(rng, size, polyp)
     path = camera_path(np.random.default_rng([seed, 1]), frames)  # independent of the canvas draws
     h, w = _size_hw(size)
     out = np.empty((frames, h, w, 3), np.uint8)
@@ -221,21 +236,32 @@ def video_seed(seed: int, index: int) -> int:
     return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
 
 
+LABELS = ("polyp", "normal")   # the labels `write_dataset(labels=True)` writes: even videos polyp, odd normal
+
+
 def write_dataset(out_dir, videos: int = 8, seed: int = 0, frames: int = 64, size=128,
-                  fmt: str = "mp4", fps: float = DEFAULT_FPS) -> list[Path]:
+                  fmt: str = "mp4", fps: float = DEFAULT_FPS, labels: bool = False) -> list[Path]:
     """Write `videos` synthetic videos to `out_dir` as video_000.mp4, ... or video_000/00000.png, ...
 
     Video i is `make_video(video_seed(seed, i), frames, size)`. Returns the written paths.
+    With `labels`, video i is drawn with a polyp when i is even and without one when i is odd (balanced), and
+    `out_dir/labels.csv` lists `path,label` (paths relative to `out_dir`, labels `polyp` / `normal`).
     """
     if fmt not in ("mp4", "frames"):
         raise ValueError(f"fmt must be 'mp4' or 'frames', got {fmt!r}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
+    paths, rows = [], ["path,label"]
     for i in tqdm(range(videos), desc="synth", unit="video"):
-        clip = make_video(video_seed(seed, i), frames, size)
+        polyp = (i % 2 == 0) if labels else None
+        clip = make_video(video_seed(seed, i), frames, size, polyp=polyp)
         if fmt == "mp4":
             paths.append(write_video(out_dir / f"video_{i:03d}.mp4", clip, fps=fps))
         else:
             paths.append(write_frames(out_dir / f"video_{i:03d}", clip))
+        rows.append(f"{paths[-1].name},{LABELS[0] if polyp else LABELS[1]}")
+    if labels:
+        tmp = out_dir / "labels.csv.tmp"
+        tmp.write_text("\n".join(rows) + "\n")
+        tmp.replace(out_dir / "labels.csv")
     return paths
