@@ -63,21 +63,6 @@ def first_frame_latents(vae, norm, path: str | Path, size: int) -> torch.Tensor:
     return encode_first_frames(vae, images, norm)
 
 
-def draw(sampler: str, diffusion, model_fn: Callable, noise: torch.Tensor, generator: torch.Generator, steps: int,
-         eta: float, device) -> torch.Tensor:
-    """x_0 from the noise x_T with one of the samplers (medsora.diffusion)."""
-    from .diffusion import ddim_sample, ddpm_sample, solver_sample
-
-    if sampler == "ddim":
-        return ddim_sample(diffusion, model_fn, noise.shape, steps=steps, eta=eta, noise=noise, device=device,
-                           progress=False)
-    if sampler == "ddpm":
-        return ddpm_sample(diffusion, model_fn, noise.shape, steps=steps, noise=noise, generator=generator,
-                           device=device, progress=False)
-    return solver_sample(diffusion, model_fn, noise.shape, steps=steps, solver=sampler, noise=noise,
-                         generator=generator, device=device, progress=False)
-
-
 def segments_needed(frames: int, clip: int) -> int:
     """Segments of `clip` decoded frames whose join (the first frame of each later one dropped) has >= `frames`."""
     return 1 + max(0, -(-(frames - clip) // (clip - 1))) if clip > 1 else frames

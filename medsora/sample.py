@@ -23,7 +23,7 @@ from .cache import LatentDataset
 from .checkpoint import load_weights, newest_checkpoint, verify, write_json_atomic
 from .config import from_dict, latent_frames
 from .data.video import write_frames, write_gif, write_video
-from .diffusion import SOLVERS
+from .diffusion import SOLVERS, sample_with
 from .latent_norm import LatentNorm
 from .models.medsora import build_model
 from .runtime import compile_backbone, default_device, init_distributed
@@ -118,7 +118,7 @@ def sample(checkpoint: str | Path, vae, out_dir: str | Path, num: int | None = 8
         noise = torch.randn((n, *shape), generator=g)
 
         def draw(fn, x_T):
-            return long_video.draw(sampler, diffusion, fn, x_T, g, steps, cfg.diffusion.eta, device)
+            return sample_with(sampler, diffusion, fn, x_T, g, steps, cfg.diffusion.eta, device)
 
         if firsts is None and frames is None:
             z = norm.denormalize(draw(model_fn, noise))   # the VAE's latents

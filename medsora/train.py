@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from . import first_frame
 from .cache import LatentDataset
 from .checkpoint import list_checkpoints, load_checkpoint, newest_checkpoint, save_checkpoint, write_json_atomic
-from .config import Config, to_dict, to_yaml
+from .config import Config, from_dict, to_dict, to_yaml
 from .diffusion import GaussianDiffusion
 from .errors import MedsoraError
 from .models.medsora import build_model
@@ -224,9 +224,9 @@ def _train(cfg: Config, cache_dir: str | Path, run_dir: Path, resume: str | None
 
     if ckpt is not None:
         meta = load_checkpoint(ckpt, model, ema, opt)
-        if {"first_frame": False, **meta["config"]["model"]} != to_dict(cfg)["model"]:   # saved before the option
-            diff = {k: (v, to_dict(cfg)["model"][k]) for k, v in meta["config"]["model"].items()
-                    if to_dict(cfg)["model"].get(k) != v}
+        saved, now = to_dict(from_dict(meta["config"]))["model"], to_dict(cfg)["model"]   # keys added since: defaults
+        if saved != now:
+            diff = {k: (v, now[k]) for k, v in saved.items() if now.get(k) != v}
             raise TrainError(f"checkpoint {ckpt} was trained with another model config (checkpoint vs now: {diff}); "
                              "resume with the same preset/overrides or start a new run_dir")
         step, epoch = meta["step"], meta["epoch"]

@@ -68,23 +68,28 @@ def test_to_tensor_resizes_the_short_side_and_crops_the_centre():
     np.testing.assert_allclose(_grey(portrait[0]), _grey(x[0]).transpose(0, 2, 1), atol=1e-3)
 
 
+def _one_video_dataset(root, name, frames, kind, frame_stride):
+    """A `ClipDataset` (4-frame clips at size 32, no images, no flips) over one video written as PNG frames or a
+    lossless mp4."""
+    if kind == "frames":
+        write_frames(root / name, frames)
+    else:
+        write_video(root / f"{name}.mp4", frames, fps=8, crf=0)
+    return ClipDataset(root, _data(num_frames=4, frame_stride=frame_stride, size=32, num_images=0, hflip="false"),
+                       progress=False)
+
+
 @pytest.mark.parametrize("kind", ["frames", "mp4"])
 def test_dataset_reads_a_non_square_video_as_its_centre_square(tmp_path, kind):
     """Through `ClipDataset` (frames are downscaled while decoding, then cropped): 96x160 at data.size=32."""
-    root = tmp_path / "data"
-    if kind == "frames":
-        write_frames(root / "bands", _banded())
-    else:
-        write_video(root / "bands.mp4", _banded(), fps=8, crf=0)
-    ds = ClipDataset(root, _data(num_frames=4, frame_stride=2, size=32, num_images=0, hflip="false"),
-                     progress=False)
+    ds = _one_video_dataset(tmp_path / "data", "bands", _banded(), kind, frame_stride=2)
     video = ds.load_clip(0, flip=False, offset=0)["video"]
     assert video.shape == (5, 3, 32, 32)
     for frame in video:
         _check_centre_square(_grey(frame), tol=3 if kind == "frames" else 8)
 
 
-def _counting(frames=30, kind="frames"):
+def _counting(frames=30):
     """Frame t: red = 8 t (its index as a colour)."""
     img = np.zeros((frames, 32, 48, 3), np.uint8)
     img[..., 0] = (8 * np.arange(frames))[:, None, None]
@@ -96,13 +101,7 @@ def _counting(frames=30, kind="frames"):
 def test_frame_stride_takes_every_kth_frame(tmp_path, kind):
     """data.num_frames=4, frame_stride=3: a clip is frames s, s+3, ..., s+12 (5 frames, the 5th for the flow);
     30 frames hold the windows starting at 0 and 13."""
-    root = tmp_path / "data"
-    if kind == "frames":
-        write_frames(root / "count", _counting())
-    else:
-        write_video(root / "count.mp4", _counting(), fps=8, crf=0)
-    ds = ClipDataset(root, _data(num_frames=4, frame_stride=3, size=32, num_images=0, hflip="false"),
-                     progress=False)
+    ds = _one_video_dataset(tmp_path / "data", "count", _counting(), kind, frame_stride=3)
     assert ds.clips == [(0, 0), (0, 13)]
     for index in range(2):
         for epoch in range(3):

@@ -105,3 +105,16 @@ def solver_sample(diffusion: GaussianDiffusion, model_fn: ModelFn, shape, steps:
         extra = {"generator": generator} if solver == "dpmpp-2m-sde" else {}   # the only one that draws noise
         x = sched.step(eps, t, x, **extra).prev_sample
     return x
+
+
+def sample_with(sampler: str, diffusion: GaussianDiffusion, model_fn: ModelFn, noise: torch.Tensor,
+                generator: torch.Generator | None, steps: int, eta: float = 0.0, device="cpu") -> torch.Tensor:
+    """x_0 from the noise x_T with the sampler named `sampler` (ddim, ddpm or one of SOLVERS), no progress bar."""
+    if sampler == "ddim":
+        return ddim_sample(diffusion, model_fn, noise.shape, steps=steps, eta=eta, noise=noise, device=device,
+                           progress=False)
+    if sampler == "ddpm":
+        return ddpm_sample(diffusion, model_fn, noise.shape, steps=steps, noise=noise, generator=generator,
+                           device=device, progress=False)
+    return solver_sample(diffusion, model_fn, noise.shape, steps=steps, solver=sampler, noise=noise,
+                         generator=generator, device=device, progress=False)

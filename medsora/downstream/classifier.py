@@ -21,6 +21,7 @@ from torchvision.models import video as tvv
 from torchvision.models.video.resnet import BasicBlock, Conv3DSimple, VideoResNet
 
 from ..errors import MedsoraError
+from ..weights_check import fit_problems
 
 log = logging.getLogger(__name__)
 ARCHS = ("tiny", "r3d_18", "mc3_18", "r2plus1d_18")
@@ -101,15 +102,9 @@ def load_classifier_weights(model: nn.Module, path: str | Path, arch: str) -> No
     if head:
         log.info("%s: new %d-class head (the file's fc has %d outputs)", path, own["fc.bias"].numel(),
                  len(sd.get("fc.bias", [])) if "fc.bias" not in head else -1)
-    missing, unexpected = sorted(set(own) - set(sd)), sorted(set(sd) - set(own))
-    wrong = [k for k in own if k in sd and sd[k].shape != own[k].shape]
-    if missing or unexpected or wrong:
-        parts = [f"{len(missing)} missing keys (e.g. {missing[0]})" if missing else "",
-                 f"{len(unexpected)} unexpected keys (e.g. {unexpected[0]})" if unexpected else "",
-                 f"shape mismatch {wrong[0]}: file {tuple(sd[wrong[0]].shape)} vs {tuple(own[wrong[0]].shape)}"
-                 if wrong else ""]
-        raise ClassifierError(f"classifier weights {path} do not fit --arch {arch}: "
-                              f"{'; '.join(p for p in parts if p)}")
+    problems = fit_problems(sd, own, label=arch)
+    if problems:
+        raise ClassifierError(f"classifier weights {path} do not fit --arch {arch}: {problems}")
     model.load_state_dict(sd)
 
 
