@@ -4,6 +4,7 @@ the guidance on it at sampling. Design and why: docs/first_frame.md.
     cond = make_condition(first, frames)                  # (B, C, h, w) clean first latents -> (B, F, C + 1, h, w)
     out = model(x, t, num_video_frames=fv, cond=cond)     # a model built with model.first_frame=true
     fn = guided(model_fn, cond, scale=2.0, channels=C)    # eps_u + s (eps_c - eps_u), for any sampler's model_fn(x, t)
+    fn = pinned(fn, first, diffusion.alphas_cumprod, C)   # frame 0 is the given latent: its eps is set to fit it
 
 The condition is the clean (normalised) first latent frame at frame 0 plus a mask channel (1 there, 0 elsewhere);
 all zeros is "no condition" (dropped in training, the unconditional branch of guidance).
@@ -58,4 +59,23 @@ def guided(model_fn: Callable, cond: torch.Tensor, scale: float, channels: int) 
         c, u = out.chunk(2)                                           # (B, F, out_channels, h, w) each
         eps = u[:, :, :channels] + scale * (c[:, :, :channels] - u[:, :, :channels])
         return torch.cat([eps, c[:, :, channels:]], dim=2)
+    return fn
+
+
+def pinned(model_fn: Callable, first: torch.Tensor, alphas_cumprod: torch.Tensor, channels: int) -> Callable:
+    """Frame 0 is known: its eps is replaced by the one that makes the predicted x_0 of frame 0 the given clean
+    latent, eps_0 = (x_t[:, 0] - sqrt(abar_t) first) / sqrt(1 - abar_t), at every step of any sampler.
+
+    Every sampler here steps through the predicted x_0 (DDIM, DDPM's posterior, the DPM-Solver/UniPC data
+    prediction), so frame 0 of the result is `first` and frame 0 of each x_t is `first` noised to level t: what the
+    model saw in training, where x_t[:, 0] is the noised x0[:, 0] that the condition holds. The model is still asked
+    for every frame (its prediction of the rest sees frame 0 and the condition). `first` (B, C, h, w), normalised;
+    `alphas_cumprod` of the full diffusion (the model is called with original timesteps 0..T-1)."""
+    def fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        out = model_fn(x, t)
+        abar = alphas_cumprod.to(x.device, torch.float64)[t].view(-1, 1, 1, 1)
+        eps0 = (x[:, 0].double() - abar.sqrt() * first.to(x.device, torch.float64)) / (1 - abar).sqrt()
+        out = out.clone()
+        out[:, 0, :channels] = eps0.to(out.dtype)
+        return out
     return fn

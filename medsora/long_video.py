@@ -1,7 +1,8 @@
 """Image-conditioned and long videos from a first-frame checkpoint (beyond the paper; docs/first_frame.md).
 
     firsts = first_frame_latents(vae, norm, "frame.png", size=64)        # (k, C, h, w), normalised
-    latents, videos = generate(draw, model_fn, vae, norm, noise, g, first=firsts, frames=40, guidance=2.0)
+    latents, videos = generate(draw, model_fn, vae, norm, noise, g, first=firsts, frames=40, guidance=2.0,
+                               alphas_cumprod=diffusion.alphas_cumprod)   # frame 0 pinned to the given frame
 
 A video longer than one clip is made segment after segment: each later segment is conditioned on the last decoded
 frame of the one before, re-encoded by the VAE as a first frame; its own first decoded frame (that frame again) is
@@ -17,7 +18,7 @@ import torch
 
 from .data.clips import to_tensor
 from .data.video import is_video_file, list_frame_images, natural_key, read_frames, to_rgb8
-from .first_frame import guided, make_condition
+from .first_frame import guided, make_condition, pinned
 
 
 def first_frame_files(path: str | Path) -> list[Path]:
@@ -71,15 +72,18 @@ def segments_needed(frames: int, clip: int) -> int:
 @torch.no_grad()
 def generate(draw_fn: Callable, model_fn: Callable, vae, norm, noise: torch.Tensor, generator: torch.Generator,
              first: torch.Tensor | None = None, frames: int | None = None,
-             guidance: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+             guidance: float = 1.0, alphas_cumprod: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Videos of `frames` frames (default: one clip) from the noise (n, f_v, C, h, w) of the first segment; later
     segments draw theirs from `generator`. `draw_fn(model_fn, noise) -> x_0`; `model_fn(x, t, cond=None)`;
-    `first` (n, C, h, w): normalised first latent frames (None: an unconditional start). Returns the VAE-scale
+    `first` (n, C, h, w): normalised first latent frames (None: an unconditional start). With `alphas_cumprod` (the
+    full diffusion's) a conditioned segment's frame 0 is pinned to its first latent (`first_frame.pinned`). Returns the VAE-scale
     latents of all segments (n, S·f_v, C, h, w) and the joined videos (n, frames, 3, H, W) in [-1, 1]."""
     fv, channels = noise.shape[1], noise.shape[2]
     latents, videos, total = [], [], 0
     while True:
         fn = model_fn if first is None else guided(model_fn, make_condition(first, fv).to(noise), guidance, channels)
+        if first is not None and alphas_cumprod is not None:
+            fn = pinned(fn, first, alphas_cumprod, channels)
         z = norm.denormalize(draw_fn(fn, noise)).cpu()
         video = vae.decode(z.to(vae.device, vae.dtype)).float().cpu()      # (n, T, 3, H, W)
         latents.append(z)

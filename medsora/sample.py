@@ -55,13 +55,14 @@ def sample(checkpoint: str | Path, vae, out_dir: str | Path, num: int | None = 8
            sampler: str | None = None, steps: int | None = None, seed: int = 0, png: bool = False,
            fps: float = 8.0, device: str | None = None, progress: bool = True, overwrite: bool = False,
            compile: bool = False, first_frame: str | Path | None = None, guidance: float = 1.0,
-           frames: int | None = None) -> list[Path]:
+           frames: int | None = None, pin_first_frame: bool = True) -> list[Path]:
     """Sample `num` videos from the checkpoint's EMA weights into `out_dir`; returns the mp4 paths. Under torchrun
     the processes share the batches and write what one process would. A folder holding the samples of another
     checkpoint or other settings is refused unless `overwrite` (then its old samples are removed first).
     `compile` runs the backbone through torch.compile (same samples within float tolerance).
     First-frame checkpoints (docs/first_frame.md): `first_frame` (an image, a video or a folder of them; one video
-    per image, num=None: as many as images) with `guidance` on it, and `frames` beyond one clip (long videos)."""
+    per image, num=None: as many as images) with `guidance` on it, and `frames` beyond one clip (long videos); a
+    conditioned segment's frame 0 is the given latent (`first_frame.pinned`) unless `pin_first_frame` is False."""
     num = num if num is not None else 8 if first_frame is None else len(long_video.first_frame_files(first_frame))
     for name, value in (("num", num), ("batch_size", batch_size), ("steps", 1 if steps is None else steps)):
         if value < 1:
@@ -106,6 +107,8 @@ def sample(checkpoint: str | Path, vae, out_dir: str | Path, num: int | None = 8
            "num": num}
     if first_frame is not None or frames is not None:   # recorded only when used: older records stay valid
         key.update(first_frame=str(first_frame), guidance=guidance, frames=frames)
+    if not pin_first_frame:
+        key.update(pin_first_frame=False)
     if rank == 0:
         _claim_folder(out_dir, key, overwrite)
     parts = _batch_folder(out_dir, key, rank, world)
@@ -125,7 +128,8 @@ def sample(checkpoint: str | Path, vae, out_dir: str | Path, num: int | None = 8
             _decode_and_write(vae, z, out_dir, "sample", starts[b], fps, png)
         else:                                             # image-conditioned and/or long: medsora.long_video
             first = None if firsts is None else firsts[[(starts[b] + k) % len(firsts) for k in range(n)]]
-            z, videos = long_video.generate(draw, model_fn, vae, norm, noise, g, first, frames, guidance)
+            z, videos = long_video.generate(draw, model_fn, vae, norm, noise, g, first, frames, guidance,
+                                            diffusion.alphas_cumprod if pin_first_frame else None)
             _write_videos(videos, out_dir, "sample", starts[b], fps, png)
         save_file({"latents": z.cpu().contiguous()}, str(parts / f"{b:05d}.tmp"))
         os.replace(parts / f"{b:05d}.tmp", parts / f"{b:05d}.safetensors")

@@ -11,7 +11,7 @@ from medsora.vae.autoencoder import VideoVAE
 from medsora.vae.evaluate import evaluate_reconstruction, psnr, ssim
 from medsora.vae.ffl import FocalFrequencyLoss
 from medsora.vae.perceptual import load_lpips
-from medsora.vae.train import CompensationConfig, ReconstructionLoss, train_compensation, train_tiny_vae
+from medsora.vae.train import CompensationConfig, ReconstructionLoss, motion_loss, train_compensation, train_tiny_vae
 
 
 def moving_clips(n, t=8, size=32, seed=0):
@@ -134,6 +134,19 @@ def test_train_tiny_vae_saves_a_loadable_vae_with_unit_latents(tmp_path):
         z = torch.cat([loaded.encode(c) for c in clips])
     assert abs(float(z.std()) - 1.0) < 1e-3                    # scaling factor = 1 / std of the latents
     assert json.loads((tmp_path / "tiny" / "train_log.json").read_text())["steps"] == 3
+
+
+def test_motion_loss_is_blind_to_a_constant_error_and_sees_a_held_frame(tmp_path):
+    x = moving_clips(2, t=8, size=16)
+    assert motion_loss(x + 0.3, x).item() == pytest.approx(0.0, abs=1e-6)   # a constant offset moves as the clip does
+    held = x.clone()
+    held[:, 3] = held[:, 2]                                                # frame 3 repeats frame 2
+    naive = sum((held[b, t + 1] - held[b, t] - x[b, t + 1] + x[b, t]).abs().mean().item()
+                for b in range(2) for t in range(7)) / 14
+    assert motion_loss(held, x).item() == pytest.approx(naive, rel=1e-5) and naive > 0.01
+    json_log = tmp_path / "tiny" / "train_log.json"
+    train_tiny_vae(list(x.split(1)), steps=2, out_dir=tmp_path / "tiny", progress=False, motion_weight=1.0)
+    assert all(row["motion"] > 0 for row in json.loads(json_log.read_text())["losses"])
 
 
 def test_evaluate_reconstruction_metrics_and_figure(tmp_path):

@@ -7,6 +7,7 @@ frequency-compensation modules on top. This script makes that VAE: a `tiny` CogV
 the demo's (write_dataset seed 1000 vs the demo's 0), then measured on the demo's own held-out clips.
 
     python tools/make_demo_vae.py --steps 1500            # ~15-20 min on a 2-core CPU; writes medsora/assets/demo_vae
+    python tools/make_demo_vae.py --init medsora/assets/demo_vae --steps 1000 --lr 1e-3   # train the packaged one on
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from medsora.data.clips import video_loader  # noqa: E402
 from medsora.data.synth import write_dataset  # noqa: E402
 from medsora.report import clip_stats, summarize  # noqa: E402
 from medsora.vae.evaluate import evaluate_reconstruction  # noqa: E402
+from medsora.vae.autoencoder import VideoVAE  # noqa: E402
 from medsora.vae.train import train_tiny_vae  # noqa: E402
 
 RECIPE = dict(latent_channels=8, block_out_channels=(16, 32, 64), lr=5e-3, mse_weight=1.0, min_lr_ratio=0.05)
@@ -52,16 +54,24 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=1500)
     ap.add_argument("--videos", type=int, default=24)
+    ap.add_argument("--init", default="", help="continue training this VAE folder (made by this script) instead "
+                                                "of starting from random weights; its record's steps are added")
+    ap.add_argument("--lr", type=float, default=RECIPE["lr"], help="peak learning rate (cosine decay)")
+    ap.add_argument("--motion-weight", type=float, default=RECIPE.get("motion_weight", 0.0),
+                    help="weight of the L1 between frame-to-frame differences of reconstruction and clip")
+    ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "medsora" / "assets" / "demo_vae"))
     args = ap.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
+    before = json.loads((Path(args.init) / "demo_vae.json").read_text()) if args.init else {}
+    init = VideoVAE.from_pretrained(args.init).float() if args.init else None
     tmp = Path(tempfile.mkdtemp())
     write_dataset(tmp / "train", videos=args.videos, seed=1000, frames=100, size=64)
     write_dataset(tmp / "demo", videos=12, seed=0, frames=100, size=64)   # the demo's data, for measuring only
     clips = [half for b in loader(tmp / "train", 0, False, True) for half in (b[:, :8], b[:, 8:16])
              if half.shape[1] == 8]
     t0 = time.time()
-    vae = train_tiny_vae(clips, steps=args.steps, out_dir=None, seed=0, **RECIPE)
+    vae = train_tiny_vae(clips, steps=args.steps, out_dir=None, seed=0, vae=init, **{**RECIPE, "lr": args.lr, "motion_weight": args.motion_weight})
     seconds = time.time() - t0
     vae.eval()
     held = list(loader(tmp / "demo", 4, True, False))
@@ -70,8 +80,10 @@ def main() -> None:
     out = Path(args.out)
     vae.vae.to(torch.float16)
     vae.save_pretrained(out)                    # fp16 on disk (half the size); loaded back as float32
-    record = {"recipe": {k: list(v) if isinstance(v, tuple) else v for k, v in RECIPE.items()}, "steps": args.steps,
-              "train_videos": args.videos, "train_seed": 1000, "train_seconds": round(seconds),
+    record = {"recipe": {k: list(v) if isinstance(v, tuple) else v for k, v in RECIPE.items()}, "steps": before.get("steps", 0) + args.steps,
+              "stages": before.get("stages", [{"steps": before["steps"], "lr": before["recipe"]["lr"]}] if before else [])
+              + [{"steps": args.steps, "lr": args.lr, "motion_weight": args.motion_weight}],
+              "train_videos": args.videos, "train_seed": 1000, "train_seconds": before.get("train_seconds", 0) + round(seconds),
               "demo_heldout_psnr": round(metrics["base"]["psnr"], 2), "demo_heldout_ssim": round(metrics["base"]["ssim"], 3),
               "motion_real": round(m_real, 3), "motion_reconstructed": round(m_rec, 3),
               "made_by": "tools/make_demo_vae.py", "torch": torch.__version__}

@@ -203,17 +203,25 @@ def train_compensation(vae: VideoVAE, clips: Iterable, cfg: CompensationConfig |
     return summary
 
 
+def motion_loss(x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Mean |(x_hat[t+1] - x_hat[t]) - (x[t+1] - x[t])| over clips (B, T, 3, H, W): zero for a reconstruction that
+    moves as the clip does (even with a constant error), large where it holds a frame the clip moves through."""
+    return (x_hat.diff(dim=1) - x.diff(dim=1)).abs().mean()
+
+
 def train_tiny_vae(clips: Iterable, steps: int, out_dir: str | Path | None = "runs/tiny_vae",
                    lr: float = 2e-3, kl_weight: float = 1e-6, ffl_weight: float = 0.1,
                    lpips_weight: float = 0.0, lpips_model: nn.Module | None = None,
                    vae: VideoVAE | None = None, seed: int = 0, progress: bool = True,
                    mse_weight: float = 0.0, latent_channels: int = 4,
                    block_out_channels: tuple[int, ...] | None = None, layers_per_block: int | None = None,
-                   warmup_steps: int = 20, min_lr_ratio: float = 0.0) -> VideoVAE:
+                   warmup_steps: int = 20, min_lr_ratio: float = 0.0, motion_weight: float = 0.0) -> VideoVAE:
     """Train a whole `tiny` VAE (random init unless `vae` is given) from scratch for `steps` steps.
 
     Adam with a linear warm-up over `warmup_steps` then a cosine decay of `lr` down to `min_lr_ratio * lr`; loss
-    L1 + mse_weight * MSE + ffl_weight * FFL + kl_weight * KL (+ LPIPS if given) on a posterior sample.
+    L1 + mse_weight * MSE + ffl_weight * FFL + kl_weight * KL (+ LPIPS if given) on a posterior sample, + motion_weight
+    * L1 between the frame-to-frame differences of the reconstruction and of the clip (penalises decoded frames that
+    repeat their neighbour where the clip moves).
     `latent_channels`, `block_out_channels`, `layers_per_block` shape the fresh VAE (`VideoVAE.tiny`; ignored
     when `vae` is given). The scaling factor is then set to 1 / std of the posterior means of up to 16 batches. Saves the VAE folder to
     `out_dir` (None: don't save) with `train_log.json`.
@@ -238,6 +246,9 @@ def train_tiny_vae(clips: Iterable, steps: int, out_dir: str | Path | None = "ru
         if mse_weight > 0:
             mse = ((x_hat - x) ** 2).mean()
             rec, parts["mse"] = rec + mse_weight * mse, mse.item()
+        if motion_weight > 0:
+            motion = motion_loss(x_hat, x)
+            rec, parts["motion"] = rec + motion_weight * motion, motion.item()
         kl = posterior.kl().mean() / x[0].numel()  # per pixel, so kl_weight does not depend on the clip size
         loss = rec + kl_weight * kl
         opt.zero_grad(set_to_none=True)
@@ -251,7 +262,8 @@ def train_tiny_vae(clips: Iterable, steps: int, out_dir: str | Path | None = "ru
         vae.save_pretrained(out_dir)
         (Path(out_dir) / "train_log.json").write_text(json.dumps(
             {"steps": steps, "seconds": round(time.time() - t0, 1), "lr": lr, "kl_weight": kl_weight,
-             "ffl_weight": ffl_weight, "mse_weight": mse_weight, "scaling_factor": vae.scaling_factor,
+             "ffl_weight": ffl_weight, "mse_weight": mse_weight, "motion_weight": motion_weight,
+             "scaling_factor": vae.scaling_factor,
              "losses": history}, indent=1))
     return vae
 
