@@ -114,6 +114,7 @@ class TrainConfig:
     on_checkpoint_error: str = "stop"  # stop | continue: what a failed checkpoint write (disk full, ...) does
     compile: bool = False            # torch.compile the backbone's forward (checkpoints are the same either way)
     first_frame_prob: float = 0.9    # model.first_frame: probability a clip is given its first latent frame (else dropped: unconditional)
+    init_from: str = ""              # start from this run's / checkpoint's weights (step 0, fresh optimizer); may turn model.first_frame on
 
 
 @dataclass

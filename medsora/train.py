@@ -31,6 +31,7 @@ from .checkpoint import list_checkpoints, load_checkpoint, newest_checkpoint, sa
 from .config import Config, from_dict, to_dict, to_yaml
 from .diffusion import GaussianDiffusion
 from .errors import MedsoraError
+from .finetune import init_from
 from .models.medsora import build_model
 from .runlock import LOCK, folder_lock
 from .runtime import compile_backbone, default_device, init_distributed
@@ -234,6 +235,8 @@ def _train(cfg: Config, cache_dir: str | Path, run_dir: Path, resume: str | None
         if meta["extra"].get("grad_scaler"):
             scaler.load_state_dict(meta["extra"]["grad_scaler"])
         log.info("resumed from %s (step %d, epoch %d)", ckpt, step, epoch)
+    elif t.init_from:   # a new run from another's weights (medsora.finetune); a resumed one continues its own
+        log.info("weights from %s (step 0, fresh optimizer)", init_from(cfg, model, ema, full.norm))
     if main:
         (run_dir / "config.yaml").write_text(to_yaml(cfg))
         write_json_atomic(run_dir / "alignment.json", alignment_record(align, full.manifest, cfg))

@@ -244,3 +244,36 @@ def test_pinned_frame_zero_ends_as_the_given_latent_and_the_rest_follows_it(samp
     torch.testing.assert_close(runs[True][:, 0], first, atol=2e-3, rtol=0)
     assert (runs[False][:, 0] - first).abs().mean() > 0.3                     # free, frame 0 is elsewhere
     assert (runs[True][:, 1:] - runs[False][:, 1:]).abs().mean() > 1e-2       # the other frames see frame 0
+
+
+def test_an_unconditional_run_fine_tunes_into_a_first_frame_one(cache, synth_mp4, tmp_path):  # noqa: F811
+    """train.init_from: the new first-frame model starts computing exactly what the unconditional checkpoint does,
+    then its condition embedding learns; other model changes, other latents and missing folders are refused."""
+    from medsora.cache import LatentDataset
+    from medsora.checkpoint import load_checkpoint
+    from medsora.finetune import InitError, init_from
+
+    train(tiny_cfg(synth_mp4, "train.max_steps=2"), cache, tmp_path / "u", progress=False)
+    cfg = tiny_cfg(synth_mp4, "model.first_frame=true", f"train.init_from={tmp_path / 'u'}", "train.max_steps=3")
+    norm = LatentDataset(cache).norm
+    uncond = build_model(tiny_cfg(synth_mp4).model).eval()
+    load_checkpoint(tmp_path / "u" / "checkpoints" / "step-00000002", model=uncond)
+    model, ema = build_model(cfg.model).eval(), build_model(cfg.model).eval()
+    init_from(cfg, model, ema, norm)
+    x, t = torch.randn(2, 2, 4, 8, 8), torch.tensor([10, 700])
+    cond = make_condition(torch.randn(2, 4, 8, 8), 2)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x, t, 2, cond=cond), uncond(x, t, 2), rtol=0, atol=0)
+    summary = train(cfg, cache, tmp_path / "ff", progress=False)
+    assert summary["steps"] == 3 and params(tmp_path / "ff")["cond_embedder.proj.weight"].abs().max() > 0
+    # a resumed fine-tune continues its own checkpoints (init_from only starts a run)
+    more = tiny_cfg(synth_mp4, "model.first_frame=true", f"train.init_from={tmp_path / 'u'}", "train.max_steps=4")
+    assert train(more, cache, tmp_path / "ff", resume="auto", progress=False)["steps"] == 4
+    for bad, what in ((["model.hidden_size=32"], "another model config"),
+                      ([f"train.init_from={tmp_path / 'nothing'}"], "no checkpoint there")):
+        wrong = tiny_cfg(synth_mp4, "model.first_frame=true", f"train.init_from={tmp_path / 'u'}", *bad)
+        with pytest.raises(InitError, match=what):
+            init_from(wrong, build_model(wrong.model), build_model(wrong.model), norm)
+    other = type(norm)(tuple(s + 1 for s in norm.shift), norm.scale)
+    with pytest.raises(InitError, match="another normalisation"):
+        init_from(cfg, build_model(cfg.model), build_model(cfg.model), other)
