@@ -2,7 +2,7 @@
 
     python benchmarks/align_ablation.py --seeds 0 1 --variants on off alpha0.1 --out /tmp/ablation   # ~5 min a run
 
-For each seed it runs `medsora demo` with alignment on (weight-free flow-patch features: no DINO weights here),
+For each seed it runs `medsora demo --no-first-frame` (the paper's unconditional model) with alignment on (weight-free flow-patch features: no DINO weights here),
 then a copy of that folder with its data, VAE and latent cache kept and only training, sampling and the figures
 redone with alignment off, so the two differ in the alignment loss alone. Writes benchmarks/results/align_ablation.md:
 the EMA model's held-out denoising MSE at the end, and of the generated clips the motion (mean |frame difference|),
@@ -75,7 +75,8 @@ def main() -> None:
             if first is not None:
                 off_copy(first, folder)     # the same data, VAE and cache: only training onwards differs
             label, align, overrides = VARIANTS[name]
-            summary = run_demo(folder, seed=seed, align=align, progress=False, overrides=overrides, **kw)
+            summary = run_demo(folder, seed=seed, align=align, progress=False, overrides=overrides, first_frame=False,
+                               **kw)   # the paper's unconditional model
             first = first or folder
             lines.append(row(label, seed, summary, folder))
             Path(args.results).write_text("\n".join(lines) + "\n")

@@ -66,10 +66,53 @@ def demo_vae_geometry(folder: Path, size: int) -> list[str]:
             f"model.patch_size={patch}", f"model.hidden_size={width}"]
 
 
+# issue #18 in the demo: one model samples unconditionally (the targets) and from a given first frame; clips of 4k + 1
+# frames, so the causal VAE's first latent frame encodes the first frame alone (docs/first_frame.md, "Limits")
+FIRST_FRAME_OVERRIDES = ["model.first_frame=true", "train.first_frame_prob=0.5", "data.num_frames=17"]
+FIRST_FRAME_SEGMENTS = 3   # the demo's long video: 3 clips chained (49 frames of 17-frame clips)
+
+
+def first_frame_stage(out: Path, cfg, vae, seed: int, progress: bool) -> None:
+    """Two image-conditioned samples, each from the first frame of a synthetic video that is not in the training
+    data, and one long video (FIRST_FRAME_SEGMENTS clips chained, unconditional start)."""
+    import numpy as np
+
+    from .data.synth import make_video, video_seed
+    from .data.video import write_frames
+    from .sample import sample
+
+    firsts = np.stack([make_video(video_seed(seed + 1, k), frames=1, size=cfg.data.size)[0] for k in range(2)])
+    write_frames(out / "first_frames", firsts)
+    steps = cfg.diffusion.sample_steps
+    sample(out / "run", vae, out / "i2v", num=None, first_frame=out / "first_frames", steps=steps, seed=seed,
+           progress=progress, overwrite=True)
+    frames = FIRST_FRAME_SEGMENTS * (cfg.data.num_frames - 1) + 1
+    sample(out / "run", vae, out / "long", num=1, frames=frames, steps=steps, seed=seed, progress=progress,
+           overwrite=True)
+
+
+def first_frame_figures(out: Path, cfg, vae) -> dict:
+    """Issue #18's figures on the demo's own first-frame outputs (medsora.first_frame_check)."""
+    from .first_frame_check import continuity, first_frame_fit, video_frames
+
+    fit = first_frame_fit(vae, sorted((out / "i2v").glob("*.mp4")), sorted((out / "first_frames").glob("*.png")),
+                          cfg.data.size)
+    cont = continuity(video_frames(sorted((out / "long").glob("*.mp4"))[0]), cfg.data.num_frames,
+                      vae.temporal_factor)
+    return {"fit": fit, "continuity": cont, "rows": [
+        {"target": "image-conditioned first frame within 1 dB of the VAE's own reconstruction PSNR",
+         "measured": f"{fit['sample_psnr']:.1f} vs {fit['vae_psnr']:.1f} dB (gap {fit['gap']:.2f} dB)",
+         "met": bool(fit["gap"] <= 1.0)},
+        {"target": "long video: segment boundaries <= 1.5x the median frame-to-frame difference inside segments",
+         "measured": f"{cont['ratio']:.2f}x ({cont['boundary']:.2f} vs {cont['inside_median']:.2f} grey levels; "
+                     f"between the VAE's latent groups inside segments {cont['between_groups']:.2f})",
+         "met": bool(cont["ratio"] <= 1.5)}]}
+
+
 def run_demo(out: str | Path = "runs/demo", videos: int = 12, frames: int = 100, vae_steps: int = 40,
              train_steps: int = 2000, samples: int = 8, sample_steps: int = 25, dino_weights: str = "",
              raft_weights: str = "", weights_dir: str | None = None, seed: int = 0, progress: bool = True,
-             overrides: list[str] | None = None, align: bool = True) -> dict:
+             overrides: list[str] | None = None, align: bool = True, first_frame: bool = True) -> dict:
     from .assets import DEMO_VAE
     from .cache import build_cache, flow_targets_from_config
     from .data.clips import video_loader
@@ -94,7 +137,8 @@ def run_demo(out: str | Path = "runs/demo", videos: int = 12, frames: int = 100,
         f"train.align={str(align).lower()}", f"flow.dino_weights={dino_weights}", f"flow.raft_weights={raft_weights}",
         f"flow.method={'raft' if raft_weights else 'farneback'}", f"vae.path={out / 'vae'}",
         f"vae.compensation={compensation}", *demo_vae_geometry(DEMO_VAE, 64),
-        "diffusion.sampler=dpmpp-2m", f"diffusion.sample_steps={sample_steps}", *(overrides or [])])
+        "diffusion.sampler=dpmpp-2m", f"diffusion.sample_steps={sample_steps}",
+        *(FIRST_FRAME_OVERRIDES if first_frame else []), *(overrides or [])])
     timings: dict[str, float] = {}
     notes: list[str] = []
     vae_holder: dict = {}
@@ -141,6 +185,9 @@ def run_demo(out: str | Path = "runs/demo", videos: int = 12, frames: int = 100,
     _stage(out, "reconstruct", timings, lambda: reconstruct(out / "run", get_vae(), out / "reconstructions",
                                                             num=samples, progress=progress), progress)
 
+    if cfg.model.first_frame:
+        _stage(out, "first-frame", timings, lambda: first_frame_stage(out, cfg, get_vae(), seed, progress), progress)
+
     def metrics_stage():
         from .evaluate import evaluate
 
@@ -180,12 +227,19 @@ def run_demo(out: str | Path = "runs/demo", videos: int = 12, frames: int = 100,
                          lat["worst_std_gap"]))
     from .report import clip_sets, clip_stats, summarize
 
+    if cfg.model.first_frame:
+        summary_ff = first_frame_figures(out, cfg, get_vae())
+        notes.append(f"First frame and long video (beyond the paper, issue #18): the model was trained with "
+                     f"model.first_frame=true (condition kept for {cfg.train.first_frame_prob:.0%} of the clips, "
+                     f"clips of {cfg.data.num_frames} frames); the generated clips above are its unconditional samples.")
     sets = clip_sets({"data": {"num_frames": cfg.data.num_frames, "frame_stride": cfg.data.frame_stride,
                                "size": cfg.data.size}}, out / "samples", out / "data", out / "reconstructions", samples)
     means = {name: summarize(clip_stats(vids)) for name, vids in sets.items()}
     targets = demo_targets(means, vae_metrics["compensated"]["psnr"])
     summary = {"headline": headline, "targets": targets, "clip_stats": means, "latent_stats": lat, "timings": {**timings, "total": sum(timings.values())}, "notes": notes,
                "eval_mse": [(r["step"], r["eval_mse"]) for r in evals]}
+    if cfg.model.first_frame:
+        summary["first_frame"] = summary_ff
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     summary["report"] = str(build_report(out, samples_dir=out / "samples", real_dir=out / "data",
                                          out=out / "report.html"))

@@ -216,6 +216,48 @@ def _alignment_section(run_dir: Path) -> str:
     return f"<h2>Optical-flow alignment</h2><p>{html.escape(text)}</p>"
 
 
+def _strip(frames: list[np.ndarray], path: Path, gap: int = 2) -> Path:
+    """Frames (H, W, 3) uint8 side by side with a white gap, as one PNG."""
+    from PIL import Image
+
+    h = max(f.shape[0] for f in frames)
+    tiles = []
+    for f in frames:
+        tiles += [np.pad(f, ((0, h - f.shape[0]), (0, 0), (0, 0))), np.full((h, gap, 3), 255, np.uint8)]
+    Image.fromarray(np.concatenate(tiles[:-1], axis=1)).save(path)
+    return path
+
+
+def _first_frame_section(run_dir: Path, summary: dict, assets: Path, rel) -> str:
+    """Issue #18 (beyond the paper): image-conditioned samples beside their conditioning frame, and a long video."""
+    from PIL import Image
+
+    i2v, long = sorted((run_dir / "i2v").glob("*.mp4")), sorted((run_dir / "long").glob("*.mp4"))
+    if not (i2v or long):
+        return ""
+    parts = ["<h2>From a given first frame, and a long video (beyond the paper)</h2>"]
+    firsts = sorted((run_dir / "first_frames").glob("*.png"))
+    for k, (video, first) in enumerate(zip(i2v, firsts)):
+        frames = read_frames(video, range(probe(video).num_frames))
+        given = np.array(Image.open(first).convert("RGB"))
+        png = _strip([given, *frames[::4]], assets / f"i2v_{k}.png")
+        gif = write_gif(assets / f"i2v_{k}.gif", frames)
+        parts.append(f"<p><img src='{rel(png)}'> <img src='{rel(gif)}'><br>the given frame, then frames 0, 4, 8, ... "
+                     "of the sample drawn from it (frame 0 is pinned to the given frame's latent)</p>")
+    for k, video in enumerate(long[:1]):
+        frames = read_frames(video, range(probe(video).num_frames))
+        png = _strip(list(frames[::4]), assets / f"long_{k}.png")
+        gif = write_gif(assets / f"long_{k}.gif", frames)
+        parts.append(f"<p><img src='{rel(gif)}'><br><img src='{rel(png)}' style='max-width:100%'><br>a long video of "
+                     f"{len(frames)} frames (every 4th shown): clips chained, each started from the last frame of the "
+                     "one before</p>")
+    rows = [[r["target"], r["measured"], "met" if r["met"] else "not met"]
+            for r in summary.get("first_frame", {}).get("rows", [])]
+    if rows:
+        parts.append(_table(rows, ["goal (issue #18)", "measured", ""]))
+    return "".join(parts)
+
+
 def build_report(run_dir: str | Path, samples_dir: str | Path | None = None, real_dir: str | Path | None = None,
                  out: str | Path | None = None, num: int = 6, recon_dir: str | Path | None = None) -> Path:
     """Write `report.html` (default: in run_dir) from what the run folder holds; returns its path.
@@ -289,6 +331,7 @@ def build_report(run_dir: str | Path, samples_dir: str | Path | None = None, rea
                 for k, v in metrics.items()]
         parts.append("<h2>Metrics</h2>" + _table(rows, ["metric", "value", "note"]))
     parts.append(_targets_section(summary))
+    parts.append(_first_frame_section(run_dir, summary, assets, rel))
     parts.append(_alignment_section(run_dir))
     if summary.get("timings"):
         rows = [[k, f"{v:.1f}"] for k, v in summary["timings"].items()]

@@ -12,7 +12,8 @@ def test_demo_end_to_end_and_resume(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "report:" in printed and str(out / "report.html") in printed
     summary = json.loads((out / "summary.json").read_text())
-    assert set(summary["timings"]) >= {"data", "vae", "cache", "train", "sample", "reconstruct", "metrics", "total"}
+    assert set(summary["timings"]) >= {"data", "vae", "cache", "train", "sample", "reconstruct", "first-frame", "metrics",
+                                       "total"}
     assert [s for s, _ in summary["eval_mse"]][0] == 0 and summary["eval_mse"][-1][0] == 4
     # no DINO weights here: alignment runs with the weight-free features, and says so
     assert any("alignment was ON with weight-free flow-patch features, NOT the paper's" in n for n in summary["notes"])
@@ -27,9 +28,23 @@ def test_demo_end_to_end_and_resume(tmp_path, capsys):
         assert needle in page, needle
     assert len(list((out / "samples").glob("*.mp4"))) == 2 and len(list((out / "reconstructions").glob("*.mp4"))) == 2
     assert set(json.loads((out / "clip_stats.json").read_text())) == {"real", "vae_reconstructed", "generated"}
+    # issue #18 (beyond the paper): the model trains with model.first_frame; two image-conditioned samples beside
+    # their frames and one long video of 3 clips (8 + 7 + 7 frames), each figure from this run's files
+    assert json.loads((out / "run" / "alignment.json").read_text()) and "first_frame: true" in (
+        out / "run" / "config.yaml").read_text()
+    assert len(list((out / "i2v").glob("*.mp4"))) == 2 and len(list((out / "first_frames").glob("*.png"))) == 2
+    from medsora.data.video import probe
+
+    assert probe(next((out / "long").glob("*.mp4"))).num_frames == 22
+    ff = summary["first_frame"]
+    assert ff["fit"]["videos"] == 2 and ff["continuity"]["boundaries"] == 2
+    assert [r["met"] for r in ff["rows"]] == [ff["fit"]["gap"] <= 1, ff["continuity"]["ratio"] <= 1.5]
+    assert "From a given first frame" in page and "(beyond the paper)" in printed
+    for name in ("i2v_0.png", "i2v_1.gif", "long_0.gif", "long_0.png"):
+        assert name in page and (out / "report_assets" / name).exists(), name
     # a second run skips every finished stage
     assert main(args) == 0
-    assert capsys.readouterr().out.count("done already, skipped") == 7
+    assert capsys.readouterr().out.count("done already, skipped") == 8
 
 
 def test_report_of_a_plain_run(tmp_path):
