@@ -410,7 +410,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--frames", type=int, default=100, help="frames per synthetic video (default 100)")
     demo.add_argument("--vae-steps", type=int, default=40,
                       help="steps of frequency-compensation training on the packaged pretrained VAE (0: none)")
-    demo.add_argument("--train-steps", type=int, default=2000)
+    demo.add_argument("--train-steps", type=int, default=1700)
     demo.add_argument("--samples", type=int, default=8)
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--dino-weights", default=None,

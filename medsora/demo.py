@@ -110,7 +110,7 @@ def first_frame_figures(out: Path, cfg, vae) -> dict:
 
 
 def run_demo(out: str | Path = "runs/demo", videos: int = 12, frames: int = 100, vae_steps: int = 40,
-             train_steps: int = 2000, samples: int = 8, sample_steps: int = 25, dino_weights: str = "",
+             train_steps: int = 1700, samples: int = 8, sample_steps: int = 25, dino_weights: str = "",
              raft_weights: str = "", weights_dir: str | None = None, seed: int = 0, progress: bool = True,
              overrides: list[str] | None = None, align: bool = True, first_frame: bool = True) -> dict:
     from .assets import DEMO_VAE

@@ -240,7 +240,17 @@ def test_sampling_frames_are_block_means_and_has_no_parameters():
         assert torch.allclose(out[:, j], sum(h[:, 4 * j + k] for k in range(4)) / 4, atol=1e-5)
     assert not torch.allclose(out[:, 0], out[:, 1])                   # the authors' 1/16 weights would make them equal
     with pytest.raises(ValueError, match="multiple"):
-        Sampling(flow_frames=16, latent_frames=5, size=(64, 512))
+        Sampling(flow_frames=16, latent_frames=7, size=(64, 512))
+
+
+def test_sampling_of_a_4k_plus_1_clip_follows_the_causal_vae():
+    """17 frames -> 5 latent frames: the first encodes frame 0 alone, each later one 4 frames (and their flows)."""
+    s = Sampling(flow_frames=17, latent_frames=5, size=(256, 384))
+    h = torch.randn(1, 17, 256, 384)
+    out = s(h)
+    torch.testing.assert_close(out[:, 0], h[:, 0], atol=1e-5, rtol=0)
+    for j in range(1, 5):
+        torch.testing.assert_close(out[:, j], h[:, 4 * j - 3:4 * j + 1].mean(1), atol=1e-5, rtol=0)
 
 
 def test_sampling_bilinear_resize_closed_form():

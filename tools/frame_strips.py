@@ -1,6 +1,6 @@
 """Frame strips (PNG) of a demo folder: real, real through the VAE, generated; 8 frames per clip, 2 clips each.
 
-    python tools/frame_strips.py runs/demo docs/images/demo_after.png [--label "after"]
+    python tools/frame_strips.py runs/demo docs/images/demo_after.png [--clips 2] [--scale 2]
 """
 from __future__ import annotations
 

@@ -24,12 +24,26 @@ def flip_flow(flow: torch.Tensor) -> torch.Tensor:
     return torch.cat([-flipped[..., :1, :, :], flipped[..., 1:, :, :]], dim=-3)
 
 
+def flow_groups(flow_frames: int, latent_frames: int) -> list[tuple[int, int]]:
+    """The flow frames [a, b) each latent frame encodes: F/f each when f divides F (clips of 4k frames, the paper's
+    16); else, as the causal VAE encodes a clip of 4k + 1 frames, the first flow frame alone and then groups of
+    (F - 1)/(f - 1)."""
+    if latent_frames >= 1 and flow_frames % latent_frames == 0:
+        g = flow_frames // latent_frames
+        return [(j * g, (j + 1) * g) for j in range(latent_frames)]
+    if latent_frames > 1 and (flow_frames - 1) % (latent_frames - 1) == 0:
+        g = (flow_frames - 1) // (latent_frames - 1)
+        return [(0, 1)] + [(1 + j * g, 1 + (j + 1) * g) for j in range(latent_frames - 1)]
+    raise ValueError(f"flow frames ({flow_frames}) must be a multiple of latent frames ({latent_frames}), or one "
+                     "more than a multiple of latent frames - 1 (clips of 4k or 4k + 1 frames)")
+
+
 class Sampling(nn.Module):
     """Sampling() of Eq. 14: DINO features of F flow frames -> the backbone's f latent frames, l tokens, width d.
 
     1. a fixed 1x1 convolution over the frame axis (F -> f input/output channels), block-diagonal: latent frame j
-       is the mean of the F/f flow frames it encodes (the authors' uniform 1/F weights would make all f targets
-       equal, SPEC.md "Sampling()");
+       is the mean of the flow frames it encodes (`flow_groups`; the authors' uniform 1/F weights would make all f
+       targets equal, SPEC.md "Sampling()");
     2. bilinear resize of (tokens, width) -> (l, d), e.g. (256, 384) -> (64, 512) as in the paper (Table 1,
        "bilinear interpolation size (64, 512)") and the authors' code (one bilinear, align_corners=False resize
        of the raster-ordered token axis and the channel axis): grid=False, config `flow.resize=tokens`, the default.
@@ -42,12 +56,9 @@ class Sampling(nn.Module):
 
     def __init__(self, flow_frames: int, latent_frames: int, size: tuple[int, int], grid: bool = False):
         super().__init__()
-        if latent_frames < 1 or flow_frames % latent_frames:
-            raise ValueError(f"flow frames ({flow_frames}) must be a multiple of latent frames ({latent_frames})")
-        group = flow_frames // latent_frames
         weight = torch.zeros(latent_frames, flow_frames)
-        for j in range(latent_frames):
-            weight[j, j * group:(j + 1) * group] = 1.0 / group
+        for j, (a, b) in enumerate(flow_groups(flow_frames, latent_frames)):
+            weight[j, a:b] = 1.0 / (b - a)
         self.register_buffer("weight", weight[:, :, None, None], persistent=False)   # (f, F, 1, 1) conv kernel
         self.size, self.grid = tuple(size), grid
 
