@@ -42,6 +42,10 @@ def test_demo_end_to_end_and_resume(tmp_path, capsys):
     assert "From a given first frame" in page and "(beyond the paper)" in printed
     for name in ("i2v_0.png", "i2v_1.gif", "long_0.gif", "long_0.png"):
         assert name in page and (out / "report_assets" / name).exists(), name
+    import re
+
+    refs = re.findall(r"src='([^']+)'", page)                    # every image the report shows is a file of this run
+    assert len(refs) > 20 and all((out / r).is_file() for r in refs), [r for r in refs if not (out / r).is_file()]
     # a second run skips every finished stage
     assert main(args) == 0
     assert capsys.readouterr().out.count("done already, skipped") == 8

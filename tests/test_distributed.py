@@ -47,8 +47,12 @@ def weights(run_dir, name="model.safetensors"):
     return load_file(latest_checkpoint(run_dir) / name)
 
 
-def test_two_processes_equal_one(cache, tmp_path, same_training):
-    common = ["train", "--cache", str(cache), *ARGS, "train.batch_size=4", "train.max_steps=5", "train.epochs=10"]
+@pytest.mark.parametrize("option", [[], ["model.first_frame=true", "train.first_frame_prob=0.5"]],
+                         ids=["paper", "first_frame"])
+def test_two_processes_equal_one(cache, tmp_path, same_training, option):
+    """Also with first-frame conditioning on: its dropout draws are made for the global batch (issue #18)."""
+    common = ["train", "--cache", str(cache), *ARGS, "train.batch_size=4", "train.max_steps=5", "train.epochs=10",
+              *option]
     one = cli(*common, "--run-dir", str(tmp_path / "one"))
     assert one.returncode == 0, one.stderr[-2000:]
     two = cli(*common, "--run-dir", str(tmp_path / "two"), nproc=2)
@@ -61,6 +65,8 @@ def test_two_processes_equal_one(cache, tmp_path, same_training):
     init = build_model(load_config("tiny").model).state_dict()
     trained = weights(tmp_path / "two")
     assert any(not torch.equal(trained[k], init[k]) for k in trained if "adaLN" in k)
+    if option:
+        assert trained["cond_embedder.proj.weight"].abs().max() > 0        # the condition path trained too
 
 
 @pytest.mark.parametrize("nproc", [1, 2])
