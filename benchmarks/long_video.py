@@ -75,7 +75,7 @@ def main() -> None:
         videos = [video_frames(p) for p in paths]
         assert all(len(v) == args.frames for v in videos)
         per = [continuity(v, clip, vae.temporal_factor) for v in videos]
-        profile = np.mean([np.abs(np.diff(v, axis=0)).mean(axis=(1, 2, 3)) for v in videos], axis=0)
+        profile = np.mean([c["steps"] for c in per], axis=0)
         long_rows.append((pin, *(float(np.mean([c[k] for c in per])) for k in ("boundary", "inside_median",
                                                                               "between_groups", "ratio")), profile))
 

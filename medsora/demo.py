@@ -227,11 +227,6 @@ def run_demo(out: str | Path = "runs/demo", videos: int = 12, frames: int = 100,
                          lat["worst_std_gap"]))
     from .report import clip_sets, clip_stats, summarize
 
-    if cfg.model.first_frame:
-        summary_ff = first_frame_figures(out, cfg, get_vae())
-        notes.append(f"First frame and long video (beyond the paper, issue #18): the model was trained with "
-                     f"model.first_frame=true (condition kept for {cfg.train.first_frame_prob:.0%} of the clips, "
-                     f"clips of {cfg.data.num_frames} frames); the generated clips above are its unconditional samples.")
     sets = clip_sets({"data": {"num_frames": cfg.data.num_frames, "frame_stride": cfg.data.frame_stride,
                                "size": cfg.data.size}}, out / "samples", out / "data", out / "reconstructions", samples)
     means = {name: summarize(clip_stats(vids)) for name, vids in sets.items()}
@@ -239,7 +234,10 @@ def run_demo(out: str | Path = "runs/demo", videos: int = 12, frames: int = 100,
     summary = {"headline": headline, "targets": targets, "clip_stats": means, "latent_stats": lat, "timings": {**timings, "total": sum(timings.values())}, "notes": notes,
                "eval_mse": [(r["step"], r["eval_mse"]) for r in evals]}
     if cfg.model.first_frame:
-        summary["first_frame"] = summary_ff
+        summary["first_frame"] = first_frame_figures(out, cfg, get_vae())
+        notes.append(f"First frame and long video (beyond the paper, issue #18): the model was trained with "
+                     f"model.first_frame=true (condition kept for {cfg.train.first_frame_prob:.0%} of the clips, "
+                     f"clips of {cfg.data.num_frames} frames); the generated clips above are its unconditional samples.")
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     summary["report"] = str(build_report(out, samples_dir=out / "samples", real_dir=out / "data",
                                          out=out / "report.html"))

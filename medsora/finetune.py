@@ -27,24 +27,23 @@ class InitError(MedsoraError, ValueError):
     pass
 
 
-def checkpoint_of(path: str | Path) -> Path:
-    """A checkpoint folder, or a run folder (its newest checkpoint that verifies)."""
+def checkpoint_of(path: str | Path) -> tuple[Path, dict]:
+    """A checkpoint folder, or a run folder (its newest checkpoint that verifies), and its verified meta."""
     path = Path(path)
     if (path / "meta.json").exists():
-        return path
+        return path, verify(path)
     found = newest_checkpoint(path) if path.is_dir() else None
     if found is None:
         raise InitError(f"train.init_from={path}: no checkpoint there (give a run folder or a checkpoint folder with "
                         "meta.json)")
-    return found[0]
+    return found
 
 
 def init_from(cfg, model: torch.nn.Module, ema: torch.nn.Module, norm) -> Path:
     """Load the weights of the checkpoint at `cfg.train.init_from` into `model` and `ema`; returns the checkpoint.
     Refused with one line: another model config (beyond turning first_frame on), tensors that do not fit, or a
     checkpoint trained on latents with another normalisation (`norm`: the cache's LatentNorm)."""
-    ckpt = checkpoint_of(cfg.train.init_from)
-    meta = verify(ckpt)
+    ckpt, meta = checkpoint_of(cfg.train.init_from)   # verified once: checksums read every file
     saved, now = to_dict(from_dict(meta["config"]))["model"], to_dict(cfg)["model"]
     diff = {k: (v, now.get(k)) for k, v in saved.items() if now.get(k) != v}
     if diff and diff != {"first_frame": (False, True)}:

@@ -46,7 +46,8 @@ def first_frame_fit(vae, samples: list[Path], firsts: list[Path], size: int) -> 
 def continuity(video: np.ndarray, clip: int, group: int) -> dict:
     """Mean absolute frame-to-frame difference (grey levels) of a long video (T, H, W, 3) joined from segments of
     `clip` frames (each later one without its repeated first frame): mean at the segment boundaries, median inside
-    segments, mean inside segments between the VAE's latent groups of `group` frames, and boundary / median."""
+    segments, mean inside segments between the VAE's latent groups of `group` frames, boundary / median, and every
+    step (`steps[i]`: frame i -> i + 1)."""
     diffs = np.abs(np.diff(np.asarray(video, np.float64), axis=0)).mean(axis=(1, 2, 3))   # diffs[i]: i -> i + 1
     step = clip - 1
     cut = {i for i in range(step, len(diffs), step)}          # last frame of a segment -> first new one
@@ -54,6 +55,7 @@ def continuity(video: np.ndarray, clip: int, group: int) -> dict:
     groups = [d for i, d in enumerate(diffs) if i not in cut and (i % step) % group == 0]
     boundary = [diffs[i] for i in sorted(cut)]
     out = {"boundary": float(np.mean(boundary)) if boundary else float("nan"), "inside_median": float(np.median(inside)),
-           "between_groups": float(np.mean(groups)) if groups else float("nan"), "boundaries": len(boundary)}
+           "between_groups": float(np.mean(groups)) if groups else float("nan"), "boundaries": len(boundary),
+           "steps": diffs.tolist()}
     out["ratio"] = out["boundary"] / max(out["inside_median"], 1e-9)
     return out

@@ -57,7 +57,7 @@ def main() -> None:
     ap.add_argument("--init", default="", help="continue training this VAE folder (made by this script) instead "
                                                 "of starting from random weights; its record's steps are added")
     ap.add_argument("--lr", type=float, default=RECIPE["lr"], help="peak learning rate (cosine decay)")
-    ap.add_argument("--motion-weight", type=float, default=RECIPE.get("motion_weight", 0.0),
+    ap.add_argument("--motion-weight", type=float, default=0.0,
                     help="weight of the L1 between frame-to-frame differences of reconstruction and clip")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "medsora" / "assets" / "demo_vae"))
@@ -71,7 +71,8 @@ def main() -> None:
     clips = [half for b in loader(tmp / "train", 0, False, True) for half in (b[:, :8], b[:, 8:16])
              if half.shape[1] == 8]
     t0 = time.time()
-    vae = train_tiny_vae(clips, steps=args.steps, out_dir=None, seed=0, vae=init, **{**RECIPE, "lr": args.lr, "motion_weight": args.motion_weight})
+    vae = train_tiny_vae(clips, steps=args.steps, out_dir=None, seed=0, vae=init,
+                         **{**RECIPE, "lr": args.lr}, motion_weight=args.motion_weight)
     seconds = time.time() - t0
     vae.eval()
     held = list(loader(tmp / "demo", 4, True, False))
