@@ -1,0 +1,119 @@
+"""Adversarial training of a video VAE: the hinge GAN loss with an adaptive weight that video VAEs add to their
+reconstruction losses (CogVideoX's VAE trains with MSE + LPIPS + a hinge loss from a 3D discriminator, weighted by
+the ratio of gradient norms at the decoder's last layer, as taming-transformers' VQGAN does).
+
+Why: a VAE trained on L1 / MSE alone decodes what its latent cannot place exactly as the average of the
+possibilities, i.e. blur. The demo VAE (tools/make_demo_vae.py) kept 0.12x of the clips' fine-texture energy that
+way; an ideal 2x or 4x bicubic down/up-sampling of the same clips keeps only 0.18x / 0.04x, so no faithful
+reconstruction at this compression can be sharp: the texture has to be drawn, and a discriminator is what teaches a
+decoder to draw it (benchmarks/results/demo_vae.md). The price is distortion: drawn texture is not the clip's, so
+PSNR falls as sharpness rises (the perception-distortion trade-off, Blau & Michaeli 2018).
+
+`PairDiscriminator` judges consecutive frame pairs, not single frames, so texture that flickers from frame to frame
+looks as fake as texture that is missing. Written here because diffusers ships no discriminator or GAN loss for its
+autoencoders (its training scripts do not train VAEs adversarially).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+from tqdm import tqdm
+
+from medsora.vae.autoencoder import VideoVAE
+from medsora.vae.ffl import FocalFrequencyLoss
+
+
+class PairDiscriminator(nn.Module):
+    """PatchGAN on (frame t, frame t+1) stacked as 6 channels: clips (B, T, 3, H, W) -> logits (B(T-1), 1, H/4, W/4),
+    each judging a ~22-pixel patch of a frame pair."""
+
+    def __init__(self, width: int = 32):
+        super().__init__()
+        w = width
+        self.net = nn.Sequential(
+            nn.Conv2d(6, w, 4, 2, 1), nn.LeakyReLU(0.2),
+            nn.Conv2d(w, 2 * w, 4, 2, 1), nn.GroupNorm(8, 2 * w), nn.LeakyReLU(0.2),
+            nn.Conv2d(2 * w, 4 * w, 3, 1, 1), nn.GroupNorm(8, 4 * w), nn.LeakyReLU(0.2),
+            nn.Conv2d(4 * w, 1, 3, 1, 1))
+
+    def forward(self, clips: torch.Tensor) -> torch.Tensor:
+        if clips.shape[1] < 2:
+            raise ValueError(f"PairDiscriminator needs clips of at least 2 frames, got {clips.shape[1]}")
+        pairs = torch.cat([clips[:, :-1], clips[:, 1:]], dim=2)
+        return self.net(rearrange(pairs, "b t c h w -> (b t) c h w"))
+
+
+def hinge_d_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    """The discriminator's hinge loss: mean relu(1 - D(real)) + mean relu(1 + D(fake))."""
+    return F.relu(1 - real_logits).mean() + F.relu(1 + fake_logits).mean()
+
+
+def adaptive_weight(rec_loss: torch.Tensor, g_loss: torch.Tensor, last_layer: torch.Tensor,
+                    scale: float = 1.0, max_weight: float = 1e4) -> torch.Tensor:
+    """scale * |grad rec| / |grad g| at `last_layer` (detached): the adversarial gradient is `scale` times the
+    reconstruction's at the decoder's output, whatever the losses' raw magnitudes."""
+    g_rec = torch.autograd.grad(rec_loss, last_layer, retain_graph=True)[0].norm()
+    g_adv = torch.autograd.grad(g_loss, last_layer, retain_graph=True)[0].norm()
+    return (scale * g_rec / (g_adv + 1e-4)).clamp(0, max_weight).detach()
+
+
+@dataclass
+class AdversarialConfig:
+    steps: int = 600
+    lr: float = 1e-4
+    betas: tuple[float, float] = (0.5, 0.9)
+    adv_weight: float = 0.5          # adversarial / reconstruction gradient ratio at the decoder's last layer
+    d_warmup: int = 50               # discriminator-only steps first (the generator term starts after)
+    train_encoder: bool = False      # False: decoder only, so the latent space (and the scaling factor) stay as they are
+    mse_weight: float = 1.0          # reconstruction: L1 + mse_weight * MSE + ffl_weight * FFL
+    ffl_weight: float = 0.1
+    seed: int = 0
+
+
+def train_adversarial(vae: VideoVAE, clips, cfg: AdversarialConfig, progress: bool = True) -> dict:
+    """Train `vae` (its decoder, and its encoder if cfg.train_encoder) with reconstruction + adaptive-weighted hinge
+    GAN loss for cfg.steps steps over `clips` (re-iterated as needed; see medsora.vae.train._batches). Returns
+    {"losses": per-step rows, "seconds": ...}. With the encoder trained, the scaling factor is measured again."""
+    from medsora.vae.train import _batches, latent_scaling_factor   # train.py imports this module's callers
+
+    torch.manual_seed(cfg.seed)
+    model = vae.vae
+    model.requires_grad_(False)
+    parts = [model.decoder] + ([model.encoder] if cfg.train_encoder else [])
+    for p in parts:
+        p.requires_grad_(True).train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    disc = PairDiscriminator().to(device=vae.device, dtype=vae.dtype)
+    opt_g = torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas)
+    opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.lr, betas=cfg.betas)
+    ffl, last = FocalFrequencyLoss(), model.decoder.conv_out.conv.weight
+    history, t0 = [], time.time()
+    for step, (_, x) in enumerate(tqdm(_batches(clips, cfg.steps, 0), total=cfg.steps, desc="vae gan",
+                                       disable=not progress), 1):
+        x = x.to(device=vae.device, dtype=vae.dtype)
+        with torch.set_grad_enabled(cfg.train_encoder):
+            z = model.encode(rearrange(x, "b t c h w -> b c t h w")).latent_dist.mode()
+        x_hat = rearrange(model.decode(z).sample, "b c t h w -> b t c h w")
+        rec = (x_hat - x).abs().mean() + cfg.mse_weight * ((x_hat - x) ** 2).mean() + cfg.ffl_weight * ffl(x_hat, x)
+        row = {"step": step, "rec": rec.item()}
+        if step > cfg.d_warmup:
+            g = -disc(x_hat).mean()
+            weight = adaptive_weight(rec, g, last, cfg.adv_weight)
+            opt_g.zero_grad(set_to_none=True)
+            (rec + weight * g).backward()
+            opt_g.step()
+            row.update(g=g.item(), weight=weight.item())
+        d_loss = hinge_d_loss(disc(x), disc(x_hat.detach()))
+        opt_d.zero_grad(set_to_none=True)
+        d_loss.backward()
+        opt_d.step()
+        history.append({**row, "d": d_loss.item()})
+    model.eval().requires_grad_(False)
+    if cfg.train_encoder:
+        model.register_to_config(scaling_factor=latent_scaling_factor(vae, clips))
+    return {"losses": history, "seconds": round(time.time() - t0, 1)}
