@@ -5,6 +5,7 @@
     FocalFrequencyLoss       ffl.py           Jiang et al. 2021
     load_lpips               perceptual.py    LPIPS with a local ImageNet trunk
     train_compensation, train_tiny_vae        train.py
+    train_adversarial, PairDiscriminator      adversarial.py   hinge GAN loss with adaptive weight (sharper decoders)
     evaluate_reconstruction                   evaluate.py
 """
 from medsora.vae.autoencoder import COGVIDEOX_2B_CONFIG, TINY_CONFIG, VideoVAE
