@@ -19,6 +19,17 @@ def vae():
     return VideoVAE.tiny(seed=0).eval()
 
 
+@pytest.fixture(scope="module")
+def cache(synth_mp4, vae, tmp_path_factory):
+    """A tiny latent cache of `synth_mp4` (tiny_helpers.tiny_cfg, shards of 3 clips), one per test module."""
+    from medsora.cache import build_cache
+    from tiny_helpers import tiny_cfg
+
+    out = tmp_path_factory.mktemp("cache")
+    build_cache(tiny_cfg(synth_mp4), vae, out, shard_size=3, progress=False)
+    return out
+
+
 @pytest.fixture(scope="session")
 def synth_frames(tmp_path_factory):
     """3 synthetic videos as folders of PNG frames, nested one level down."""

@@ -12,7 +12,7 @@ from medsora.models.medsora import build_model
 from medsora.sample import sample
 from medsora.train import train
 
-from test_train import cache, tiny_cfg  # noqa: F401  (the module's latent cache fixture)
+from tiny_helpers import tiny_cfg
 
 
 def tiny_model():

@@ -21,13 +21,9 @@ from medsora.data.video import write_frames
 from medsora.errors import MedsoraError
 from medsora.models.medsora import build_model
 from medsora.train import train
+from tiny_helpers import tiny_cfg
 
 SHARD = "shard-00001.safetensors"
-
-
-def tiny_cfg(root, *extra):
-    return load_config("tiny", overrides=[f"data.root={root}", "data.num_frames=8", "data.frame_stride=2",
-                                          "data.clip_offsets=2", "train.align=false", "train.log_every=1", *extra])
 
 
 @pytest.fixture(scope="module")

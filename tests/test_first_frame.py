@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
-from test_train import cache, params, tiny_cfg  # noqa: F401 - `cache` is a fixture
+from tiny_helpers import params, tiny_cfg
 
 from medsora.config import model_preset
 from medsora.data.video import probe, read_frames, write_frames, write_video

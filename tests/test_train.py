@@ -16,18 +16,7 @@ from medsora.models.medsora import build_model
 from medsora.sample import sample
 from medsora.train import TrainError, make_diffusion, train
 from medsora.vae.autoencoder import VideoVAE
-
-
-def tiny_cfg(root, *extra):
-    return load_config("tiny", overrides=[f"data.root={root}", "data.num_frames=8", "data.frame_stride=2",
-                                          "data.clip_offsets=2", "train.align=false", "train.log_every=1", *extra])
-
-
-@pytest.fixture(scope="module")
-def cache(synth_mp4, vae, tmp_path_factory):
-    out = tmp_path_factory.mktemp("cache")
-    build_cache(tiny_cfg(synth_mp4), vae, out, shard_size=3, progress=False)
-    return out
+from tiny_helpers import params, tiny_cfg
 
 
 def test_cache_layout(cache, synth_mp4):
@@ -130,10 +119,6 @@ def test_cache_records_clips_that_fail_to_decode(synth_mp4, vae, tmp_path, monke
     assert manifest["shards"]["shard-00001.safetensors"] == [3, 5]
     assert [(f["clip"], f["reason"]) for f in manifest["failed"]] == [(4, "invalid data at frame 12")]
     assert len(LatentDataset(tmp_path / "c")) == 7
-
-
-def params(run_dir, name="model.safetensors"):
-    return load_file(latest_checkpoint(run_dir) / name)
 
 
 @pytest.mark.parametrize("recompute", ["false", "true"])   # tiny's default, and the S/B/L default
