@@ -221,7 +221,7 @@ def cmd_demo(args) -> int:
     s = run_demo(args.out, videos=args.videos, frames=args.frames, vae_steps=args.vae_steps, train_steps=args.train_steps,
                  samples=args.samples, dino_weights=args.dino_weights or "", raft_weights=args.raft_weights or "",
                  weights_dir=args.weights, seed=args.seed, overrides=args.overrides, align=not args.no_align,
-                 first_frame=not args.no_first_frame)
+                 first_frame=not args.no_first_frame, lpips_trunk=args.lpips_trunk or "")
     met = [t for t in s["targets"] if t["met"]]
     print(f"demo done in {s['timings']['total']:.0f}s: {s['headline']}\n"
           f"targets met: {len(met)} of {len(s['targets'])}"
@@ -421,6 +421,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="train the paper's unconditional model only (default: with model.first_frame on, clips of "
                            "17 frames, and the report shows an image-conditioned sample and a long video)")
     demo.add_argument("--raft-weights", default=None, help="RAFT-large weights (default: Farneback flow)")
+    demo.add_argument("--lpips-trunk", default=None, help="torchvision VGG16 ImageNet weights (vgg16-397923af.pth): "
+                      "the compensation modules then train with the paper's whole loss, L1 + LPIPS + 0.1 FFL "
+                      "(default: LPIPS off)")
     demo.add_argument("--weights", default=None, help="folder of metric network weights (I3D, Inception, ...)")
     demo.add_argument("overrides", nargs="*", metavar="section.key=value", help="config overrides (tiny preset)")
     demo.set_defaults(func=cmd_demo)

@@ -66,6 +66,22 @@ def demo_vae_geometry(folder: Path, size: int) -> list[str]:
             f"model.patch_size={patch}", f"model.hidden_size={width}"]
 
 
+def demo_compensation_config(steps: int, seed: int, lpips_trunk: str = ""):
+    """The demo's compensation training: `steps` steps at lr 1e-3 with L1 + 0.1 FFL, + LPIPS (VGG16, weight 1: the
+    paper's whole Eq. 16) when a VGG16 trunk file is given. Without LPIPS the loss pulls towards blur: on a VAE trained
+    to draw texture it bought 1.1 dB back by blurring it away (benchmarks/results/demo_vae.md)."""
+    from .vae.train import CompensationConfig
+
+    return CompensationConfig(epochs=0, max_steps=steps, lr=1e-3, lpips_weight=1.0 if lpips_trunk else 0.0,
+                              lpips_net="vgg", lpips_trunk=lpips_trunk, seed=seed)
+
+
+def compensation_loss_note(lpips_trunk: str = "") -> str:
+    if lpips_trunk:
+        return f"L1 + LPIPS + 0.1 FFL, the paper's Eq. 16, LPIPS on the VGG16 trunk {lpips_trunk}; lr 1e-3"
+    return "L1 + 0.1 FFL, lr 1e-3; LPIPS is off: it needs VGG16 weights, --lpips-trunk FILE turns it on"
+
+
 # issue #18 in the demo: one model samples unconditionally (the targets) and from a given first frame; clips of 4k + 1
 # frames, so the causal VAE's first latent frame encodes the first frame alone (docs/first_frame.md, "Limits")
 FIRST_FRAME_OVERRIDES = ["model.first_frame=true", "train.first_frame_prob=0.5", "data.num_frames=17"]
@@ -112,7 +128,8 @@ def first_frame_figures(out: Path, cfg, vae) -> dict:
 def run_demo(out: str | Path = "runs/demo", videos: int = 12, frames: int = 100, vae_steps: int = 40,
              train_steps: int = 1700, samples: int = 8, sample_steps: int = 25, dino_weights: str = "",
              raft_weights: str = "", weights_dir: str | None = None, seed: int = 0, progress: bool = True,
-             overrides: list[str] | None = None, align: bool = True, first_frame: bool = True) -> dict:
+             overrides: list[str] | None = None, align: bool = True, first_frame: bool = True,
+             lpips_trunk: str = "") -> dict:
     from .assets import DEMO_VAE
     from .cache import build_cache, flow_targets_from_config
     from .data.clips import video_loader
@@ -122,8 +139,11 @@ def run_demo(out: str | Path = "runs/demo", videos: int = 12, frames: int = 100,
     from .train import train
     from .vae.autoencoder import VideoVAE, load_vae
     from .vae.evaluate import evaluate_reconstruction
-    from .vae.train import CompensationConfig, train_compensation
+    from .vae.train import train_compensation
 
+    if lpips_trunk and not Path(lpips_trunk).expanduser().is_file():
+        raise FileNotFoundError(f"--lpips-trunk {lpips_trunk}: no such file; give torchvision's VGG16 ImageNet weights "
+                                "(vgg16-397923af.pth), or leave the option out (LPIPS off)")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
@@ -157,15 +177,15 @@ def run_demo(out: str | Path = "runs/demo", videos: int = 12, frames: int = 100,
 
     def vae_stage():
         # the paper's VAE step: a pretrained VAE, frozen, plus zero-initialised frequency-compensation modules
-        # trained with L1 + 0.1 FFL (Eq. 16; LPIPS needs VGG weights, so it is off here) on 8-frame halves
+        # trained on 8-frame halves with Eq. 16's loss (its LPIPS term only with --lpips-trunk: it needs VGG weights)
         import shutil
 
         shutil.copytree(DEMO_VAE, out / "vae", dirs_exist_ok=True, ignore=shutil.ignore_patterns("__*"))
         vae = VideoVAE.from_pretrained(out / "vae")
         if vae_steps > 0:
             clips = [half for b in clip_loader(shuffle=True) for half in (b[:, :8], b[:, 8:16]) if half.shape[1] == 8]
-            train_compensation(vae, clips, CompensationConfig(epochs=0, max_steps=vae_steps, lr=1e-3, lpips_weight=0,
-                                                              seed=seed), out / "vae", progress=progress)
+            train_compensation(vae, clips, demo_compensation_config(vae_steps, seed, lpips_trunk), out / "vae",
+                               progress=progress)
         vae_holder["vae"] = vae.eval()
         evaluate_reconstruction(None, vae, clip_loader(False, heldout=True), out / "vae", progress=progress)
 
@@ -220,7 +240,7 @@ def run_demo(out: str | Path = "runs/demo", videos: int = 12, frames: int = 100,
                  f"temporal, {made.get('recipe', {}).get('latent_channels', '?')} latent channels, trained "
                  f"{made.get('steps', '?')} steps on synthetic videos of other seeds by tools/make_demo_vae.py), frozen "
                  f"as the paper freezes CogVideoX's; its frequency-compensation modules trained {vae_steps} steps "
-                 "here (L1 + 0.1 FFL, lr 1e-3; LPIPS is off: it needs VGG weights).")
+                 f"here ({compensation_loss_note(lpips_trunk)}).")
     lat = latent_stats(out / "cache", out / "samples" / "latents.safetensors")
     notes.append("sampled vs data latents, per channel: mean {} vs {}, std {} vs {} (worst relative std gap {:.1%})"
                  .format(lat["sampled_mean"], lat["data_mean"], lat["sampled_std"], lat["data_std"],

@@ -58,3 +58,34 @@ def test_report_of_a_plain_run(tmp_path):
     assert main(["report", str(tmp_path)]) == 0
     page = (tmp_path / "report.html").read_text()
     assert "Training" in page and (tmp_path / "report_assets" / "loss.png").exists()
+
+
+def test_demo_lpips_trunk_turns_on_the_papers_whole_compensation_loss(tmp_path, capsys, monkeypatch):
+    """--lpips-trunk: the compensation modules train with L1 + LPIPS + 0.1 FFL on that VGG16 file (Eq. 16); a missing
+    file is one line before any work; without it LPIPS is off and the run says so."""
+    import medsora.vae.perceptual as perceptual
+    from medsora.demo import compensation_loss_note, demo_compensation_config
+    from medsora.vae.autoencoder import VideoVAE
+    from medsora.vae.train import train_compensation
+    from test_vae_train import moving_clips
+
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--lpips-trunk", str(tmp_path / "vgg16.pth")]) != 0
+    err = capsys.readouterr().err.strip()
+    assert "vgg16.pth: no such file" in err and "\n" not in err and not out.exists()
+
+    off, on = demo_compensation_config(3, 0), demo_compensation_config(3, 0, str(tmp_path / "vgg16.pth"))
+    assert off.lpips_weight == 0 and "LPIPS is off" in compensation_loss_note()
+    assert (on.lpips_weight, on.lpips_net, on.ffl_weight, on.l1_weight) == (1.0, "vgg", 0.1, 1.0)
+    assert "Eq. 16" in compensation_loss_note("w.pth")
+    calls = []
+    real_loader = perceptual.load_lpips
+
+    def fake_loader(net, trunk):                         # no VGG16 weights here: a random LPIPS stands in
+        calls.append((net, trunk))
+        return real_loader("alex", pretrained=False)
+
+    monkeypatch.setattr(perceptual, "load_lpips", fake_loader)
+    vae = VideoVAE.tiny(seed=0)
+    log = train_compensation(vae, list(moving_clips(2, t=8, size=32).split(1)), on, tmp_path / "vae", progress=False)
+    assert calls == [("vgg", str(tmp_path / "vgg16.pth"))] and all("lpips" in r for r in log["losses"])
