@@ -76,10 +76,12 @@ def demo_compensation_config(steps: int, seed: int, lpips_trunk: str = ""):
                               lpips_net="vgg", lpips_trunk=lpips_trunk, seed=seed)
 
 
-def compensation_loss_note(lpips_trunk: str = "") -> str:
-    if lpips_trunk:
-        return f"L1 + LPIPS + 0.1 FFL, the paper's Eq. 16, LPIPS on the VGG16 trunk {lpips_trunk}; lr 1e-3"
-    return "L1 + 0.1 FFL, lr 1e-3; LPIPS is off: it needs VGG16 weights, --lpips-trunk FILE turns it on"
+def compensation_loss_note(cfg) -> str:
+    """What the report says of the compensation loss of `cfg` (a `demo_compensation_config`)."""
+    if cfg.lpips_weight > 0:
+        return (f"L1 + LPIPS + {cfg.ffl_weight:g} FFL, the paper's Eq. 16, LPIPS on the VGG16 trunk {cfg.lpips_trunk}; "
+                f"lr {cfg.lr:g}")
+    return f"L1 + {cfg.ffl_weight:g} FFL, lr {cfg.lr:g}; LPIPS is off: it needs VGG16 weights, --lpips-trunk FILE turns it on"
 
 
 # issue #18 in the demo: one model samples unconditionally (the targets) and from a given first frame; clips of 4k + 1
@@ -151,6 +153,7 @@ def run_demo(out: str | Path = "runs/demo", videos: int = 12, frames: int = 100,
         raise FileNotFoundError(f"the demo's pretrained VAE is missing from the installation ({DEMO_VAE}); "
                                 "reinstall medsora, or make it with `python tools/make_demo_vae.py`")
     compensation = out / "vae" / "compensation.safetensors" if vae_steps > 0 else ""
+    comp_cfg = demo_compensation_config(vae_steps, seed, lpips_trunk)
     cfg = load_config("tiny", overrides=[
         f"data.root={out / 'data'}", f"train.max_steps={train_steps}", "train.epochs=1000",
         "train.holdout_clips=4", f"train.eval_every={max(train_steps // 6, 1)}", f"train.seed={seed}",
@@ -184,8 +187,7 @@ def run_demo(out: str | Path = "runs/demo", videos: int = 12, frames: int = 100,
         vae = VideoVAE.from_pretrained(out / "vae")
         if vae_steps > 0:
             clips = [half for b in clip_loader(shuffle=True) for half in (b[:, :8], b[:, 8:16]) if half.shape[1] == 8]
-            train_compensation(vae, clips, demo_compensation_config(vae_steps, seed, lpips_trunk), out / "vae",
-                               progress=progress)
+            train_compensation(vae, clips, comp_cfg, out / "vae", progress=progress)
         vae_holder["vae"] = vae.eval()
         evaluate_reconstruction(None, vae, clip_loader(False, heldout=True), out / "vae", progress=progress)
 
@@ -240,7 +242,7 @@ def run_demo(out: str | Path = "runs/demo", videos: int = 12, frames: int = 100,
                  f"temporal, {made.get('recipe', {}).get('latent_channels', '?')} latent channels, trained "
                  f"{made.get('steps', '?')} steps on synthetic videos of other seeds by tools/make_demo_vae.py), frozen "
                  f"as the paper freezes CogVideoX's; its frequency-compensation modules trained {vae_steps} steps "
-                 f"here ({compensation_loss_note(lpips_trunk)}).")
+                 f"here ({compensation_loss_note(comp_cfg)}).")
     lat = latent_stats(out / "cache", out / "samples" / "latents.safetensors")
     notes.append("sampled vs data latents, per channel: mean {} vs {}, std {} vs {} (worst relative std gap {:.1%})"
                  .format(lat["sampled_mean"], lat["data_mean"], lat["sampled_std"], lat["data_std"],

@@ -75,9 +75,9 @@ def test_demo_lpips_trunk_turns_on_the_papers_whole_compensation_loss(tmp_path, 
     assert "vgg16.pth: no such file" in err and "\n" not in err and not out.exists()
 
     off, on = demo_compensation_config(3, 0), demo_compensation_config(3, 0, str(tmp_path / "vgg16.pth"))
-    assert off.lpips_weight == 0 and "LPIPS is off" in compensation_loss_note()
+    assert off.lpips_weight == 0 and "LPIPS is off" in compensation_loss_note(off)
     assert (on.lpips_weight, on.lpips_net, on.ffl_weight, on.l1_weight) == (1.0, "vgg", 0.1, 1.0)
-    assert "Eq. 16" in compensation_loss_note("w.pth")
+    assert "Eq. 16" in compensation_loss_note(on)
     calls = []
     real_loader = perceptual.load_lpips
 
@@ -89,3 +89,15 @@ def test_demo_lpips_trunk_turns_on_the_papers_whole_compensation_loss(tmp_path, 
     vae = VideoVAE.tiny(seed=0)
     log = train_compensation(vae, list(moving_clips(2, t=8, size=32).split(1)), on, tmp_path / "vae", progress=False)
     assert calls == [("vgg", str(tmp_path / "vgg16.pth"))] and all("lpips" in r for r in log["losses"])
+
+
+def test_demo_targets_thresholds_and_the_jitter_beside_each_motion():
+    from medsora.demo_targets import demo_targets
+    real = {"motion": 4.0, "rgb_mean": [150, 60, 50], "sharpness": 300.0, "flow_jitter": 0.25}
+    good = {"motion": 3.2, "rgb_mean": [157, 53, 50], "sharpness": 180.0, "flow_jitter": 0.3}
+    rows = demo_targets({"real": real, "real through the VAE": good, "generated": good}, 30.0)
+    assert [r["met"] for r in rows] == [True] * 5
+    assert "flow jitter 0.30 vs 0.25 px" in rows[1]["measured"] and "flow jitter" in rows[2]["measured"]
+    bad = {"motion": 5.1, "rgb_mean": [158.5, 60, 50], "sharpness": 179.0, "flow_jitter": 0.9}
+    rows = demo_targets({"real": real, "real through the VAE": {**good, "motion": 3.1}, "generated": bad}, 29.9)
+    assert [r["met"] for r in rows] == [False] * 5

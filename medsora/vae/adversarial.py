@@ -26,8 +26,7 @@ from torchvision.transforms.functional import gaussian_blur
 from tqdm import tqdm
 
 from medsora.vae.autoencoder import VideoVAE
-from medsora.vae.ffl import FocalFrequencyLoss
-from medsora.vae.train import _batches, latent_scaling_factor
+from medsora.vae.train import ReconstructionLoss, _batches, latent_scaling_factor
 
 
 class PairDiscriminator(nn.Module):
@@ -95,7 +94,7 @@ def train_adversarial(vae: VideoVAE, clips, cfg: AdversarialConfig, progress: bo
     opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.lr, betas=cfg.betas)
     sched_g = torch.optim.lr_scheduler.CosineAnnealingLR(opt_g, max(cfg.steps - cfg.d_warmup, 1))
     sched_d = torch.optim.lr_scheduler.CosineAnnealingLR(opt_d, cfg.steps)
-    ffl, last = FocalFrequencyLoss(), model.decoder.conv_out.conv.weight
+    reconstruction, last = ReconstructionLoss(1.0, 0.0, cfg.ffl_weight), model.decoder.conv_out.conv.weight
     lowpass = lambda v: gaussian_blur(rearrange(v, "b t c h w -> (b t) c h w"), 5, cfg.lowpass_sigma)  # noqa: E731
     history, t0 = [], time.time()
     for step, (_, x) in enumerate(tqdm(_batches(clips, cfg.steps, 0), total=cfg.steps, desc="vae gan",
@@ -104,7 +103,7 @@ def train_adversarial(vae: VideoVAE, clips, cfg: AdversarialConfig, progress: bo
         with torch.set_grad_enabled(cfg.train_encoder):
             z = model.encode(rearrange(x, "b t c h w -> b c t h w")).latent_dist.mode()
         x_hat = rearrange(model.decode(z).sample, "b c t h w -> b t c h w")
-        rec = (x_hat - x).abs().mean() + cfg.mse_weight * ((x_hat - x) ** 2).mean() + cfg.ffl_weight * ffl(x_hat, x)
+        rec = reconstruction(x_hat, x)[0] + cfg.mse_weight * ((x_hat - x) ** 2).mean()
         if cfg.lowpass_weight > 0:
             rec = rec + cfg.lowpass_weight * ((lowpass(x_hat) - lowpass(x)) ** 2).mean()
         row = {"step": step, "rec": rec.item()}
